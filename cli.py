@@ -1,0 +1,170 @@
+"""Command-line pieces shared by the three scripts: flag types that reject
+impossible values, the common flags, and clean one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from io_utils import UserError
+from models import DEVICE_CHOICES
+from training import LR_SCHEDULES, OPTIMIZERS, PRECISIONS
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+# ----------------------------------------------------------------------------
+# Flag types: each rejects impossible values with one clear line
+# ----------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def clip_value(text: str) -> Optional[float]:
+    """A gradient-norm limit, or 'none' for no clipping."""
+    if text.lower() == "none":
+        return None
+    return positive_float(text)
+
+
+# ----------------------------------------------------------------------------
+# Flags every script has
+# ----------------------------------------------------------------------------
+
+def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, hidden_size: list,
+                     lr: list, batch_size: list, clip: list, num_layers: list, epochs: int,
+                     grid_epochs: int, lr_schedule: str, precision: str, workers: int) -> None:
+    """Model, training, grid, device and output flags, with this script's defaults."""
+    model = parser.add_argument_group("model and grid (flags with several values are searched)")
+    model.add_argument("--hidden-size", type=positive_int, nargs="+", default=hidden_size,
+                       help=f"LSTM hidden size = latent size (default: {_show(hidden_size)})")
+    model.add_argument("--num-layers", type=positive_int, nargs="+", default=num_layers,
+                       help=f"stacked LSTM layers (default: {_show(num_layers)})")
+    model.add_argument("--lr", type=positive_float, nargs="+", default=lr,
+                       help=f"peak learning rate (default: {_show(lr)})")
+    model.add_argument("--batch-size", type=positive_int, nargs="+", default=batch_size,
+                       help=f"mini-batch size (default: {_show(batch_size)})")
+    model.add_argument("--clip", type=clip_value, nargs="+", default=clip,
+                       help=f"gradient-norm clipping, a number or 'none' (default: {_show(clip)})")
+    train = parser.add_argument_group("training")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                       help="optimizer (default: adam)")
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                       help="weight decay (default: 0)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=lr_schedule,
+                       help=f"learning-rate schedule over the run (default: {lr_schedule})")
+    train.add_argument("--warmup", type=fraction, default=0.0,
+                       help="fraction of the steps spent warming the learning rate up (default: 0)")
+    train.add_argument("--grid-epochs", type=positive_int, default=grid_epochs,
+                       help=f"epochs per grid point (default: {grid_epochs})")
+    train.add_argument("--epochs", type=positive_int, default=epochs,
+                       help=f"epochs for the final training of the best point (default: {epochs})")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of model initialisation and batch order (default: 0)")
+    train.add_argument("--resume", action="store_true",
+                       help="skip grid points already in the grid CSV and continue the final "
+                            "training from its checkpoint (default: start afresh)")
+    run = parser.add_argument_group("device and outputs")
+    run.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                     help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")
+    run.add_argument("--precision", choices=PRECISIONS, default=precision,
+                     help="bf16 autocast or fp32; auto takes bf16 where the hardware runs it "
+                          f"natively (default: {precision})")
+    run.add_argument("--threads", type=positive_int, default=None,
+                     help="CPU threads for training (default: PyTorch's choice, all cores)")
+    run.add_argument("--workers", type=positive_int, default=workers,
+                     help="grid points trained in parallel on the CPU, one thread each "
+                          f"(default: {workers})")
+    run.add_argument("--figures-dir", type=Path, default=REPO_ROOT / "figures",
+                     help="where figures go (default: figures/ in the repository)")
+    run.add_argument("--run-dir", type=Path, default=None,
+                     help="where the grid CSV, results JSON and checkpoint go "
+                          f"(default: runs/{experiment}/ in the repository)")
+    run.add_argument("--eval-only", action="store_true",
+                     help="evaluate --checkpoint on the test split and redraw its figures")
+    run.add_argument("--checkpoint", type=Path, default=None,
+                     help="checkpoint for --eval-only (default: RUN_DIR/final.pt)")
+    run.add_argument("--quiet", action="store_true",
+                     help="print no per-epoch lines, only the summary (default: off)")
+
+
+def _show(values: list) -> str:
+    return " ".join("none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+                    for v in values)
+
+
+# ----------------------------------------------------------------------------
+# Errors and outputs
+# ----------------------------------------------------------------------------
+
+def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], dict],
+             argv: Optional[list] = None, quick: Optional[dict] = None) -> dict:
+    """Parse argv and run body; known problems end as one line on stderr and exit 2.
+
+    With --quick, the ``quick`` values replace the defaults of flags not given.
+    """
+    args = parser.parse_args(argv)
+    if getattr(args, "quick", False) and quick:
+        for name, value in quick.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    try:
+        return body(args)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def args_as_dict(args: argparse.Namespace) -> dict:
+    """The parsed flags with paths as strings, for checkpoints and results files."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -1,0 +1,97 @@
+"""The driver steps every script shares: turn the flags into grid points, search
+the grid on validation loss, train the best point for the full epochs with a
+checkpoint, or load a checkpoint for --eval-only."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from io_utils import UserError
+from grid_search import GridPoint, best_row, expand_grid, grid_search
+from models import LSTMAutoencoder
+from training import (Augment, FitResult, TrainConfig, fit, load_checkpoint,
+                      model_from_checkpoint, set_seed)
+
+# Always named in legends, as in the report; other axes only when they vary.
+ALWAYS_LABELLED = ("hidden_size", "lr", "batch_size", "clip")
+FLAG_TO_FIELD = {"hidden_size": "model", "num_layers": "model", "lr": "train",
+                 "batch_size": "train", "clip": "train"}
+
+
+@dataclass
+class Trained:
+    model: LSTMAutoencoder
+    fit: FitResult
+    point: GridPoint
+    grid_rows: list
+    checkpoint_path: Path
+
+
+def grid_points(args: argparse.Namespace, model_args: dict, train: TrainConfig) -> list[GridPoint]:
+    """One GridPoint per combination of the searched flags' values."""
+    axes = {name: getattr(args, name) for name in FLAG_TO_FIELD}
+    points = []
+    for values in expand_grid(axes):
+        params = {k: v for k, v in values.items() if k in ALWAYS_LABELLED or len(axes[k]) > 1}
+        point_model = dict(model_args, hidden_size=values["hidden_size"],
+                           num_layers=values["num_layers"])
+        point_train = replace(train, lr=values["lr"], batch_size=values["batch_size"],
+                              clip=values["clip"], epochs=args.grid_epochs)
+        points.append(GridPoint(params, point_model, point_train))
+    return points
+
+
+def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits: dict,
+                      tensors: dict, device: torch.device, data_tag: str,
+                      run_config: dict, checkpoint_name: str = "final.pt",
+                      log: Callable[[str], None] = print, augment: Augment | None = None) -> Trained:
+    """Grid search (skipped for a single point), then the best point for --epochs,
+    checkpointed to RUN_DIR/checkpoint_name. ``augment`` transforms training batches."""
+    run_dir = Path(args.run_dir)
+    if len(points) > 1:
+        log(f"grid search: {len(points)} configurations x {args.grid_epochs} epochs, "
+            f"{args.workers} worker(s)")
+        rows = grid_search(points, splits, tensors, device, run_dir / "grid.csv", data_tag,
+                           resume=args.resume, workers=args.workers, quiet=args.quiet, log=log,
+                           augment=augment)
+        best = best_row(rows)
+        point = next(p for p in points if p.label == best["label"])
+        log(f"best configuration on validation: {point.label} "
+            f"(val loss {best['best_val_loss']:.5f})")
+    else:
+        rows, point = [], points[0]
+    run_config = dict(run_config, chosen_config=point.label)
+    final_config = replace(point.train_config, epochs=args.epochs)
+    set_seed(final_config.seed)
+    model = LSTMAutoencoder(**point.model_args)
+    checkpoint_path = run_dir / checkpoint_name
+    log(f"final training: {point.label}, {args.epochs} epochs, "
+        f"{model.n_parameters():,} parameters, checkpoint {checkpoint_path}")
+    result = fit(model, tensors, final_config, device, checkpoint_path=checkpoint_path,
+                 resume=args.resume, run_config=run_config,
+                 log=None if args.quiet else log, label="[final] ", augment=augment)
+    return Trained(model, result, point, rows, checkpoint_path)
+
+
+def load_for_evaluation(args: argparse.Namespace, device: torch.device, data_flags: tuple = (),
+                        path: Path | None = None):
+    """(model, checkpoint) for --eval-only, from ``path``, else --checkpoint, else
+    RUN_DIR/final.pt.
+
+    The flags in ``data_flags`` are set back to the values the checkpoint was
+    trained with, so the test split is the one the model never saw.
+    """
+    path = Path(path or args.checkpoint or Path(args.run_dir) / "final.pt")
+    try:
+        checkpoint = load_checkpoint(path)
+    except UserError as error:
+        raise UserError(f"{error}; train first or pass --checkpoint PATH") from None
+    for flag in data_flags:
+        if flag in checkpoint["run_config"]:
+            setattr(args, flag, checkpoint["run_config"][flag])
+    return model_from_checkpoint(checkpoint, device), checkpoint

@@ -1,0 +1,202 @@
+"""The grid-search helper shared by the three experiments.
+
+Every hyper-parameter flag takes one or more values; the product of them is
+trained, each point for the same number of epochs and from the same seed, and
+one CSV row per finished point is written as soon as it finishes (the whole
+file rewritten atomically). A search resumed with the same flags skips the
+points already in the CSV. The best point is the one with the lowest
+validation loss: the test split is never looked at here.
+
+On the CPU, small models train faster as several one-thread processes than as
+one process using every core (``workers``), so points may run in parallel.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from io_utils import write_text_atomic
+from models import LSTMAutoencoder
+from training import Augment, TrainConfig, fit, set_seed, setup_runtime, to_device
+
+# Short names for legends, as in the report's Fig 2.1 ("hs=32 lr=1e-3 bs=128 clip=1").
+ABBREVIATIONS = {"hidden_size": "hs", "lr": "lr", "batch_size": "bs", "clip": "clip",
+                 "num_layers": "nl", "dropout": "do", "ce_weight": "ce",
+                 "prediction_weight": "pw", "weight_decay": "wd"}
+
+
+@dataclass
+class GridPoint:
+    params: dict          # the values that vary across the grid, by flag name
+    model_args: dict      # LSTMAutoencoder(**model_args)
+    train_config: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return config_label(self.params)
+
+    def key(self, data_tag: str) -> str:
+        """Identifies the point and everything it was trained with, for resuming."""
+        blob = json.dumps([self.model_args, asdict(self.train_config), data_tag], sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def format_value(value) -> str:
+    """1e-3 rather than 0.001, 1 rather than 1.0, none for None."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            return np.format_float_scientific(value, trim="-", exp_digits=1)
+        return f"{value:.6g}"
+    return str(value)
+
+
+def config_label(params: dict) -> str:
+    return " ".join(f"{ABBREVIATIONS.get(k, k)}={format_value(v)}" for k, v in params.items())
+
+
+def expand_grid(axes: dict[str, list]) -> list[dict]:
+    """{'lr': [1e-3, 1e-2], 'hidden_size': [16]} -> one dict per combination."""
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
+
+
+# ----------------------------------------------------------------------------
+# The CSV of finished points
+# ----------------------------------------------------------------------------
+
+COLUMNS = ["key", "label", "best_val_loss", "best_epoch", "epochs", "seconds",
+           "samples_per_s", "val_curve"]
+
+
+def _csv_value(value) -> str:
+    """Exact text for numbers (they are read back on resume), 'none' for None."""
+    if isinstance(value, list):
+        return " ".join(repr(float(v)) for v in value)
+    return "none" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    names = COLUMNS + sorted({k for row in rows for k in row} - set(COLUMNS))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in names})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_grid_csv(path: Path) -> list[dict]:
+    """Rows of a grid CSV with the numeric columns parsed; [] if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            try:
+                row = dict(raw)
+                row["best_val_loss"] = float(raw["best_val_loss"])
+                row["best_epoch"] = int(raw["best_epoch"])
+                row["epochs"] = int(raw["epochs"])
+                row["seconds"] = float(raw["seconds"])
+                row["samples_per_s"] = float(raw["samples_per_s"])
+                row["val_curve"] = [float(v) for v in raw["val_curve"].split()]
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged row is trained again rather than trusted
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------
+# Training one point (in this process or in a worker)
+# ----------------------------------------------------------------------------
+
+_worker_data: dict = {}
+
+
+def _init_worker(splits: dict, threads: int) -> None:
+    setup_runtime(threads)
+    _worker_data["tensors"] = to_device(splits, torch.device("cpu"))
+
+
+def _train_point(point: GridPoint, tensors: Optional[dict], device: str, label: str,
+                 quiet: bool, augment: Optional[Augment] = None) -> dict:
+    tensors = tensors if tensors is not None else _worker_data["tensors"]
+    set_seed(point.train_config.seed)
+    model = LSTMAutoencoder(**point.model_args)
+    log = None if quiet else (lambda line: print(line, flush=True))
+    result = fit(model, tensors, point.train_config, torch.device(device), log=log, label=label,
+                 augment=augment)
+    return {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+            "epochs": len(result.history), "seconds": result.seconds,
+            "samples_per_s": float(np.mean([h["samples_per_s"] for h in result.history])),
+            "val_curve": [h["val_loss"] for h in result.history]}
+
+
+def grid_search(points: list[GridPoint], splits: dict, tensors: dict, device: torch.device,
+                csv_path: Path, data_tag: str = "", resume: bool = False, workers: int = 1,
+                quiet: bool = False, log: Callable[[str], None] = print,
+                augment: Optional[Augment] = None) -> list[dict]:
+    """Train every point for its configured epochs; return one row per point.
+
+    ``splits`` holds the numpy arrays (sent to worker processes), ``tensors``
+    the same data already on ``device`` (used when training in this process).
+    ``data_tag`` names the data and augmentation: rows of another tag are not resumed.
+    """
+    csv_path = Path(csv_path)
+    done = {row["key"]: row for row in read_grid_csv(csv_path)} if resume else {}
+    rows_by_key: dict[str, dict] = {}
+    todo = []
+    for number, point in enumerate(points, 1):
+        key = point.key(data_tag)
+        if key in done:
+            rows_by_key[key] = {**done[key], **point.params, "key": key, "label": point.label}
+            log(f"grid {number}/{len(points)} {point.label}: already in {csv_path.name}, "
+                f"best val {done[key]['best_val_loss']:.5f}")
+        else:
+            todo.append((number, point, key))
+
+    def finished(number: int, point: GridPoint, key: str, outcome: dict) -> None:
+        rows_by_key[key] = {"key": key, "label": point.label, **point.params, **outcome}
+        ordered = [rows_by_key[p.key(data_tag)] for p in points if p.key(data_tag) in rows_by_key]
+        _write_csv(csv_path, ordered)
+        log(f"grid {number}/{len(points)} {point.label}: best val {outcome['best_val_loss']:.5f} "
+            f"at epoch {outcome['best_epoch']} ({outcome['seconds']:.0f}s)")
+
+    # Start the CSV with what is already known: nothing, or the rows resumed.
+    _write_csv(csv_path, [rows_by_key[p.key(data_tag)] for p in points
+                          if p.key(data_tag) in rows_by_key])
+    parallel = workers > 1 and device.type == "cpu" and len(todo) > 1
+    if parallel:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
+                                 initializer=_init_worker, initargs=(splits, 1)) as pool:
+            futures = {pool.submit(_train_point, point, None, "cpu",
+                                   f"[{point.label}] ", quiet, augment): (number, point, key)
+                       for number, point, key in todo}
+            for future in as_completed(futures):
+                finished(*futures[future], future.result())
+    else:
+        for number, point, key in todo:
+            outcome = _train_point(point, tensors, str(device), f"[{point.label}] ", quiet, augment)
+            finished(number, point, key, outcome)
+    return [rows_by_key[p.key(data_tag)] for p in points]
+
+
+def best_row(rows: list[dict]) -> dict:
+    """The grid row with the lowest validation loss."""
+    return min(rows, key=lambda row: row["best_val_loss"])

@@ -1,0 +1,171 @@
+"""Part 2: an LSTM autoencoder on MNIST, row by row or pixel by pixel.
+
+Each image is a sequence: 28 steps of 28 pixels (``--input row``) or 784 steps
+of one pixel (``--input pixel``). The autoencoder learns to reconstruct it;
+with ``--ce-weight`` above 0 a classifier head is trained at the same time on
+MSE + ce_weight * cross-entropy. A grid is searched on validation loss (5,000
+images held out of the 60,000 training images), the best configuration is
+trained for longer, and the official 10,000 test images give the final numbers.
+
+    python lstm_ae_mnist.py                   # row by row (~30 min on 2 cores)
+    python lstm_ae_mnist.py --input pixel ... # see README for the pixel commands
+    python lstm_ae_mnist.py --quick           # smoke run on a slice of the data
+
+Figures (--figures-dir): fig2_1_mnist_<input>_grid.png (validation curves of the
+grid), fig2_2_mnist_<input>_reconstructions.png, and the loss and accuracy curves
+fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
+Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json, final.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from cli import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float,
+                 non_negative_int, positive_int, run_main)
+from experiment import grid_points, load_for_evaluation, search_then_train
+from io_utils import ensure_writable_dir, write_json
+from mnist_data import acquire_mnist, load_mnist, mnist_splits, random_shift
+from models import CLASSIFIER_INPUTS, resolve_device
+from plotting import plot_curves, plot_digits, plot_history
+from training import TrainConfig, evaluate, predict, resolve_precision, setup_runtime, to_device
+
+DATA_FLAGS = ("input", "val_size", "train_limit", "test_limit")
+FIGURE_OF_INPUT = {"row": "fig2_3", "pixel": "fig2_4"}
+# --quick: a slice of the data, a small model (flags given explicitly still win).
+QUICK = dict(train_limit=1000, test_limit=500, hidden_size=[16], lr=[3e-3, 1e-2],
+             batch_size=[100], epochs=2, grid_epochs=1)
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=Path(__file__).name, description="Part 2: LSTM autoencoder on MNIST, reconstruction and classification.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--input", choices=("row", "pixel"), default="row",
+                      help="row: 28 steps of 28 pixels; pixel: 784 steps of 1 (default: row)")
+    data.add_argument("--data-dir", type=Path,
+                      default=Path(os.environ.get("LSTM_AE_MNIST_DIR", REPO_ROOT / "data" / "mnist")),
+                      help="folder of the four MNIST IDX files, fetched there when missing "
+                           "(default: $LSTM_AE_MNIST_DIR, else data/mnist/ in the repository)")
+    data.add_argument("--no-download", action="store_true",
+                      help="fail instead of fetching missing files (default: fetch)")
+    data.add_argument("--val-size", type=positive_int, default=5000,
+                      help="validation images held out of the 60,000 training images (default: 5000)")
+    data.add_argument("--train-limit", type=non_negative_int, default=0,
+                      help="train on only this many images, 0 for all (default: 0)")
+    data.add_argument("--test-limit", type=non_negative_int, default=0,
+                      help="test on only this many images, 0 for all 10,000 (default: 0)")
+    data.add_argument("--quick", action="store_true",
+                      help="smoke run: 1,000 training and 500 validation images, small model, "
+                           "2 epochs (default: off)")
+    task = parser.add_argument_group("task")
+    task.add_argument("--ce-weight", type=non_negative_float, default=1.0,
+                      help="weight of the cross-entropy term; 0 trains reconstruction alone, "
+                           "without a classifier (default: 1)")
+    task.add_argument("--classifier-input", choices=CLASSIFIER_INPUTS, default="decoder",
+                      help="what the classifier reads: the decoder's last hidden state (the "
+                           "assignment) or the latent z (default: decoder)")
+    task.add_argument("--shift", type=non_negative_int, default=2,
+                      help="augment training digits by random shifts of up to this many "
+                           "pixels, 0 for none (default: 2)")
+    task.add_argument("--forget-bias", type=float, default=None,
+                      help="initial forget-gate bias of both LSTMs (default: PyTorch's, 0)")
+    add_common_flags(parser, experiment="mnist_<input>", hidden_size=[128], lr=[1e-3, 3e-3],
+                     batch_size=[128], clip=[1.0], num_layers=[1], epochs=40, grid_epochs=2,
+                     lr_schedule="cosine", precision="auto", workers=1)
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    setup_runtime(args.threads)
+    args.run_dir = args.run_dir or REPO_ROOT / "runs" / f"mnist_{args.input}"
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    figures = ensure_writable_dir(args.figures_dir, "figures")
+    run_dir = ensure_writable_dir(args.run_dir, "results")
+    if args.eval_only:
+        model, checkpoint = load_for_evaluation(args, device, DATA_FLAGS)
+
+    if not args.no_download:
+        acquire_mnist(args.data_dir)
+    arrays = load_mnist(args.data_dir)
+    if args.quick:
+        args.val_size = min(500, len(arrays["train_images"]) // 5)
+    splits = mnist_splits(arrays, args.input, args.val_size,
+                          args.train_limit or None, args.test_limit or None)
+    tensors = to_device(splits, device)
+    n_features = splits["train"]["x"].shape[2]
+    prefix = f"mnist_{args.input}"
+
+    if args.eval_only:
+        train_config = TrainConfig(**checkpoint["train_config"])
+        history, chosen, grid_rows = checkpoint["history"], checkpoint["run_config"].get("chosen_config"), []
+    else:
+        classify = args.ce_weight > 0
+        model_args = dict(input_size=n_features, output_activation="sigmoid",
+                          n_classes=10 if classify else None,
+                          classifier_input=args.classifier_input, forget_bias=args.forget_bias)
+        base = TrainConfig(optimizer=args.optimizer, weight_decay=args.weight_decay,
+                           lr_schedule=args.lr_schedule, warmup_fraction=args.warmup,
+                           precision=precision, seed=args.seed, ce_weight=args.ce_weight)
+        points = grid_points(args, model_args, base)
+        data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS + ("shift",)])
+                                .encode()).hexdigest()
+        run_config = dict(args_as_dict(args), script="lstm_ae_mnist")
+        augment = partial(random_shift, max_shift=args.shift) if args.shift else None
+        trained = search_then_train(args, points, splits, tensors, device, data_tag, run_config,
+                                    augment=augment)
+        model, train_config, history = trained.model, trained.point.train_config, trained.fit.history
+        chosen, grid_rows = trained.point.label, trained.grid_rows
+        if grid_rows:
+            plot_curves({row["label"]: row["val_curve"] for row in grid_rows},
+                        figures / f"fig2_1_{prefix}_grid.png",
+                        f"MNIST {args.input} by {args.input}: validation loss of each configuration")
+
+    test = evaluate(model, tensors["test"], train_config, device)
+    shown = tensors["test"]["x"][:8]
+    rebuilt = predict(model, shown, device, precision)["reconstruction"]
+    plot_digits(shown.cpu().numpy().reshape(-1, 28, 28), rebuilt.reshape(-1, 28, 28),
+                figures / f"fig2_2_{prefix}_reconstructions.png",
+                f"Test digits (top) and their reconstructions, {args.input} by {args.input}")
+    panels = [("loss (MSE + w * CE)", ["train_loss", "val_loss"])]
+    if "val_accuracy" in history[0]:
+        panels.append(("accuracy (%)", ["train_accuracy", "val_accuracy"]))
+    plot_history(history, panels, figures / f"{FIGURE_OF_INPUT[args.input]}_{prefix}_training.png",
+                 f"MNIST {args.input} by {args.input}: loss and accuracy per epoch")
+
+    epoch_seconds = [row["seconds"] for row in history]
+    results = {
+        "experiment": prefix, "chosen_config": chosen, "model": model.model_args,
+        "test_accuracy": test.get("accuracy"), "test_reconstruction_mse": test["reconstruction"],
+        "test_cross_entropy": test.get("classification"),
+        "best_val_accuracy": max((row.get("val_accuracy", 0.0) for row in history), default=None),
+        "epochs": len(history), "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+        "samples_per_s": sum(row["samples_per_s"] for row in history) / len(history),
+        "grid": [{k: row[k] for k in ("label", "best_val_loss", "best_epoch", "seconds")}
+                 for row in grid_rows],
+        "n_test": len(splits["test"]["x"]), "device": str(device), "precision": precision,
+        "threads": torch.get_num_threads(),
+    }
+    write_json(run_dir / "results.json", results)
+    accuracy = "n/a" if test.get("accuracy") is None else f"{100 * test['accuracy']:.2f}%"
+    print(f"\nchosen config: {chosen}\ntest accuracy: {accuracy}   test reconstruction MSE: "
+          f"{test['reconstruction']:.5f}   ({results['seconds_per_epoch']:.1f} s/epoch, "
+          f"{results['samples_per_s']:,.0f} samples/s)\nresults: {run_dir / 'results.json'}   "
+          f"figures: {figures}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_main(build_parser(), run, argv, QUICK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The LSTM autoencoder shared by all three experiments, and the device switch.
+
+Shapes follow PyTorch's batch_first convention: sequences are
+(batch, time, features), latents are (batch, hidden).
+
+    x --encoder LSTM--> z = last hidden state --(fed at every step)-->
+      decoder LSTM --Linear--> activation --> reconstruction of x
+
+Two optional heads reuse the same model rather than copying it:
+
+* ``n_classes``: a linear classifier giving logits (batch, n_classes), on the
+  decoder's last hidden state (the assignment's choice) or on the latent z.
+* ``predict_next``: a causal one-step-ahead predictor. Output step t is a
+  guess of x_{t+1} made from the encoder's hidden state after reading
+  x_1..x_t only, so it can never see the value it predicts.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from io_utils import UserError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+OUTPUT_ACTIVATIONS = ("sigmoid", "none")
+CLASSIFIER_INPUTS = ("decoder", "latent")
+INITS = ("default", "orthogonal")
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn a --device value into a torch.device, or raise UserError saying why not.
+
+    ``auto`` picks CUDA when present, then Apple's MPS, then the CPU.
+    """
+    if name not in DEVICE_CHOICES:
+        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but this PyTorch sees no CUDA GPU; "
+                         "use --device cpu (or auto)")
+    if name == "mps" and not mps_available():
+        raise UserError("--device mps was asked for but this PyTorch has no MPS backend; "
+                         "use --device cpu (or auto)")
+    return torch.device(name)
+
+
+class AutoencoderOutput(NamedTuple):
+    reconstruction: torch.Tensor           # (batch, time, features)
+    logits: Optional[torch.Tensor]         # (batch, n_classes) or None
+    next_step: Optional[torch.Tensor]      # (batch, time, features): step t predicts x_{t+1}
+
+
+class LSTMAutoencoder(nn.Module):
+    """Encoder LSTM -> latent -> decoder LSTM fed the latent at each step -> Linear.
+
+    Args:
+        input_size: features per time step (1 for a scalar series, 28 for an MNIST row).
+        hidden_size: units of both LSTMs; also the size of the latent z.
+        num_layers: stacked layers in each LSTM.
+        dropout: dropout between stacked layers (ignored for one layer).
+        output_activation: ``sigmoid`` for data in [0, 1], ``none`` for values that
+            may leave that range.
+        n_classes: add a classifier head with this many classes.
+        classifier_input: ``decoder`` (the decoder's last hidden state) or ``latent`` (z).
+        predict_next: add the causal one-step-ahead head on the encoder's states.
+        predict_change: the next-step head predicts the change from x_t, added to
+            x_t, so an untrained head starts at the persistence forecast
+            (x_{t+1} = x_t) and learns only what improves on it.
+        reverse_output: the decoder emits the sequence last step first and the output
+            is flipped back. The most recently read values are then the first to be
+            written, the order Srivastava et al. (2015) found far easier to learn.
+        forget_bias: initial forget-gate bias of every LSTM; ``None`` keeps
+            PyTorch's default. A positive value makes memory last longer at the start
+            of training, which long sequences (MNIST pixel by pixel) need.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0, output_activation: str = "sigmoid",
+                 n_classes: Optional[int] = None, classifier_input: str = "decoder",
+                 predict_next: bool = False, predict_change: bool = False,
+                 reverse_output: bool = False,
+                 forget_bias: Optional[float] = None, init: str = "default"):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}")
+        if classifier_input not in CLASSIFIER_INPUTS:
+            raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}")
+        if n_classes is not None and n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        # Everything needed to rebuild the model; stored in checkpoints.
+        self.model_args = dict(input_size=input_size, hidden_size=hidden_size,
+                               num_layers=num_layers, dropout=dropout,
+                               output_activation=output_activation, n_classes=n_classes,
+                               classifier_input=classifier_input, predict_next=predict_next,
+                               predict_change=predict_change,
+                               reverse_output=reverse_output, forget_bias=forget_bias,
+                               init=init)
+        between_layers = dropout if num_layers > 1 else 0.0
+        self.encoder = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
+                               dropout=between_layers)
+        self.decoder = nn.LSTM(hidden_size, hidden_size, num_layers, batch_first=True,
+                               dropout=between_layers)
+        self.output_layer = nn.Linear(hidden_size, input_size)
+        self.output_activation = output_activation
+        self.classifier_input = classifier_input
+        self.reverse_output = reverse_output
+        self.predict_change = predict_change
+        self.classifier = nn.Linear(hidden_size, n_classes) if n_classes else None
+        self.predictor = nn.Linear(hidden_size, input_size) if predict_next else None
+        if self.predictor is not None and predict_change:
+            # Start exactly at the persistence forecast; training moves away from it.
+            nn.init.zeros_(self.predictor.weight)
+            nn.init.zeros_(self.predictor.bias)
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}")
+        if init == "orthogonal":
+            self._orthogonal_init()
+        if forget_bias is not None:
+            self._set_forget_bias(float(forget_bias))
+
+    def _orthogonal_init(self) -> None:
+        # Keras's LSTM defaults: Glorot-uniform input weights, an orthogonal
+        # recurrent matrix per gate, zero biases. An orthogonal recurrence keeps
+        # the norm of what the state carries, so values read early are not
+        # washed out before the end of the sequence.
+        with torch.no_grad():
+            for lstm in (self.encoder, self.decoder):
+                hidden = lstm.hidden_size
+                for name, param in lstm.named_parameters():
+                    if name.startswith("weight_ih"):
+                        for gate in range(4):
+                            nn.init.xavier_uniform_(param[gate * hidden:(gate + 1) * hidden])
+                    elif name.startswith("weight_hh"):
+                        for gate in range(4):
+                            nn.init.orthogonal_(param[gate * hidden:(gate + 1) * hidden])
+                    else:
+                        param.zero_()
+
+    def _set_forget_bias(self, value: float) -> None:
+        # PyTorch orders gates (input, forget, cell, output) and adds bias_ih and
+        # bias_hh, so the forget slice of bias_ih carries the value, bias_hh zero.
+        with torch.no_grad():
+            for lstm in (self.encoder, self.decoder):
+                hidden = lstm.hidden_size
+                for name, param in lstm.named_parameters():
+                    if name.startswith("bias_ih"):
+                        param[hidden:2 * hidden].fill_(value)
+                    elif name.startswith("bias_hh"):
+                        param[hidden:2 * hidden].zero_()
+
+    def _activate(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(values) if self.output_activation == "sigmoid" else values
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (batch, time, features) -> (z (batch, hidden), per-step states (batch, time, hidden))."""
+        states, (h_n, _) = self.encoder(x)
+        return h_n[-1], states
+
+    def decode(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (batch, hidden) -> (reconstruction (batch, steps, features), decoder states)."""
+        repeated = z.unsqueeze(1).expand(-1, steps, -1)
+        states, _ = self.decoder(repeated)
+        reconstruction = self._activate(self.output_layer(states))
+        if self.reverse_output:
+            reconstruction = reconstruction.flip(1)
+        return reconstruction, states
+
+    def forward(self, x: torch.Tensor) -> AutoencoderOutput:
+        if x.dim() != 3:
+            raise ValueError(f"expected input of shape (batch, time, features), got {tuple(x.shape)}")
+        z, encoder_states = self.encode(x)
+        reconstruction, decoder_states = self.decode(z, x.shape[1])
+        logits = None
+        if self.classifier is not None:
+            features = decoder_states[:, -1] if self.classifier_input == "decoder" else z
+            logits = self.classifier(features)
+        next_step = None
+        if self.predictor is not None:
+            if self.predict_change:
+                next_step = x + self.predictor(encoder_states)
+            else:
+                next_step = self._activate(self.predictor(encoder_states))
+        return AutoencoderOutput(reconstruction, logits, next_step)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

