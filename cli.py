@@ -19,53 +19,41 @@ REPO_ROOT = Path(__file__).resolve().parent
 # Flag types: each rejects impossible values with one clear line
 # ----------------------------------------------------------------------------
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert, minimum, inclusive: bool):
+    """Parse text with convert (int or float); reject non-finite values and values
+    below minimum (or equal to it when not inclusive), each with one clear line."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        kind = "a whole number" if convert is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value < minimum or (value == minimum and not inclusive):
+        bound = f"at least {minimum}" if inclusive else f"greater than {minimum}"
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, inclusive=True)
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+    return _number(text, int, 0, inclusive=True)
 
 
 def positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
+    return _number(text, float, 0, inclusive=False)
 
 
 def non_negative_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _number(text, float, 0, inclusive=True)
 
 
 def fraction(text: str) -> float:
-    value = _float(text)
-    if not 0 <= value < 1:
+    value = non_negative_float(text)
+    if value >= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
@@ -81,10 +69,12 @@ def clip_value(text: str) -> Optional[float]:
 # Flags every script has
 # ----------------------------------------------------------------------------
 
-def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, hidden_size: list,
-                     lr: list, batch_size: list, clip: list, num_layers: list, epochs: int,
-                     grid_epochs: int, lr_schedule: str, precision: str, workers: int) -> None:
-    """Model, training, grid, device and output flags, with this script's defaults."""
+def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick: str,
+                     hidden_size: list, lr: list, batch_size: list, clip: list, num_layers: list,
+                     epochs: int, grid_epochs: int, lr_schedule: str, precision: str,
+                     workers: int) -> None:
+    """Model, training, grid, device and output flags, with this script's defaults;
+    ``quick`` describes what --quick runs."""
     model = parser.add_argument_group("model and grid (flags with several values are searched)")
     model.add_argument("--hidden-size", type=positive_int, nargs="+", default=hidden_size,
                        help=f"LSTM hidden size = latent size (default: {_show(hidden_size)})")
@@ -134,6 +124,8 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, hidden
                      help="evaluate --checkpoint on the test split and redraw its figures")
     run.add_argument("--checkpoint", type=Path, default=None,
                      help="checkpoint for --eval-only (default: RUN_DIR/final.pt)")
+    run.add_argument("--quick", action="store_true",
+                     help=f"smoke run, end to end: {quick} (default: off)")
     run.add_argument("--quiet", action="store_true",
                      help="print no per-epoch lines, only the summary (default: off)")
 

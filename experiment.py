@@ -11,16 +11,43 @@ from typing import Callable
 
 import torch
 
-from io_utils import UserError
+from cli import REPO_ROOT
+from io_utils import UserError, ensure_writable_dir
 from grid_search import GridPoint, best_row, expand_grid, grid_search
-from models import LSTMAutoencoder
+from models import LSTMAutoencoder, resolve_device
 from training import (Augment, FitResult, TrainConfig, fit, load_checkpoint,
-                      model_from_checkpoint, set_seed)
+                      model_from_checkpoint, resolve_precision, set_seed, setup_runtime)
 
 # Always named in legends, as in the report; other axes only when they vary.
 ALWAYS_LABELLED = ("hidden_size", "lr", "batch_size", "clip")
 FLAG_TO_FIELD = {"hidden_size": "model", "num_layers": "model", "lr": "train",
                  "batch_size": "train", "clip": "train"}
+
+
+@dataclass
+class RunContext:
+    device: torch.device
+    precision: str
+    figures: Path
+    run_dir: Path
+
+
+def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
+    """Runtime set-up (first, before any tensor work), device, precision, and output
+    folders proven writable before anything is trained."""
+    setup_runtime(args.threads)
+    args.run_dir = args.run_dir or REPO_ROOT / "runs" / experiment
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    return RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
+                      ensure_writable_dir(args.run_dir, "results"))
+
+
+def base_config(args: argparse.Namespace, precision: str, **fields) -> TrainConfig:
+    """The TrainConfig the common flags describe (grid axes are set per point)."""
+    return TrainConfig(optimizer=args.optimizer, weight_decay=args.weight_decay,
+                       lr_schedule=args.lr_schedule, warmup_fraction=args.warmup,
+                       precision=precision, seed=args.seed, **fields)
 
 
 @dataclass

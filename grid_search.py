@@ -200,3 +200,8 @@ def grid_search(points: list[GridPoint], splits: dict, tensors: dict, device: to
 def best_row(rows: list[dict]) -> dict:
     """The grid row with the lowest validation loss."""
     return min(rows, key=lambda row: row["best_val_loss"])
+
+
+def grid_summary(rows: list[dict]) -> list[dict]:
+    """The grid rows as they go into results.json."""
+    return [{k: row[k] for k in ("label", "best_val_loss", "best_epoch", "seconds")} for row in rows]

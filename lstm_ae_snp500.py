@@ -40,14 +40,14 @@ import pandas as pd
 
 import forecasting as fc
 from cli import REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, positive_int, run_main
-from experiment import grid_points, load_for_evaluation, search_then_train
-from io_utils import UserError, ensure_writable_dir, write_json
-from models import resolve_device
+from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
+                        search_then_train)
+from io_utils import UserError, write_json
 from plotting import (plot_curves, plot_error_by_horizon, plot_forecast, plot_history,
                       plot_reconstructions, plot_series)
 from snp500_data import (KAGGLE_FILE, make_windows, minmax_scale, pivot_prices, read_prices,
                          split_by_stock, unscale)
-from training import TrainConfig, resolve_precision, setup_runtime, to_device
+from training import to_device
 
 DATA_FLAGS = ("data", "field", "start", "end", "tickers", "window", "stride")
 HORIZONS_REPORTED = (1, 5, 20, 60, 120, 250)
@@ -67,7 +67,8 @@ QUICK = dict(hidden_size=[8, 16], lr=[1e-2], clip=[1.0], batch_size=[64], epochs
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=Path(__file__).name, description="Part 3: LSTM autoencoder on S&P 500 daily prices: reconstruction, "
+        prog=Path(__file__).name,
+        description="Part 3: LSTM autoencoder on S&P 500 daily prices: reconstruction, "
                     "one-step and multi-step prediction against naive baselines.")
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path,
@@ -89,28 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="days between the starts of training windows (default: 10)")
     data.add_argument("--prediction-weight", type=non_negative_float, default=1.0,
                       help="weight of the next-day MSE in the prediction model (default: 1)")
-    data.add_argument("--quick", action="store_true",
-                      help="smoke run: tiny model, 2 epochs (default: off)")
-    add_common_flags(parser, experiment="snp500", hidden_size=[32, 64], lr=[2e-3, 5e-3],
+    add_common_flags(parser, experiment="snp500", quick="a tiny model, 2 epochs",
+                     hidden_size=[32, 64], lr=[2e-3, 5e-3],
                      batch_size=[64], clip=[1.0, None], num_layers=[1], epochs=30,
                      grid_epochs=8, lr_schedule="cosine", precision="fp32", workers=2)
     return parser
 
 
 def window_splits(scaled: np.ndarray, split: dict, window: int, stride: int) -> dict:
-    """Training windows (n, window, 1) of the train and validation stocks, and the
-    whole test series cut the same way (for the test loss)."""
-    return {name: {"x": make_windows(scaled[idx], window, stride)[:, :, None]}
-            for name, idx in split.items()}
+    """Windows (n, window, 1) of the train and validation stocks; test stocks are
+    evaluated on whole series instead (forecasting.py)."""
+    return {name: {"x": make_windows(scaled[split[name]], window, stride)[:, :, None]}
+            for name in ("train", "val")}
 
 
 def run(args: argparse.Namespace) -> dict:
-    setup_runtime(args.threads)
-    args.run_dir = args.run_dir or REPO_ROOT / "runs" / "snp500"
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    figures = ensure_writable_dir(args.figures_dir, "figures")
-    run_dir = ensure_writable_dir(args.run_dir, "results")
+    ctx = prepare_run(args, "snp500")
+    device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
     if args.eval_only:
         # --checkpoint names the reconstruction model; the prediction model lies beside it.
         recon_path = Path(args.checkpoint or run_dir / "final.pt")
@@ -139,11 +135,8 @@ def run(args: argparse.Namespace) -> dict:
 
     if not args.eval_only:
         model_args = dict(input_size=1, output_activation="none")
-        base = TrainConfig(optimizer=args.optimizer, weight_decay=args.weight_decay,
-                           lr_schedule=args.lr_schedule, warmup_fraction=args.warmup,
-                           precision=precision, seed=args.seed)
         run_config = dict(args_as_dict(args), script="lstm_ae_snp500")
-        points = grid_points(args, model_args, base)
+        points = grid_points(args, model_args, base_config(args, precision))
         recon = search_then_train(args, points, recon_data, to_device(recon_data, device),
                                   device, data_tag, run_config)
         pred_point = replace(recon.point, model_args=dict(recon.point.model_args, predict_next=True,

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import REPO_ROOT, add_common_flags, args_as_dict, positive_int, run_main
-from io_utils import UserError, ensure_writable_dir, write_json
-from experiment import grid_points, load_for_evaluation, search_then_train
-from models import resolve_device
+from cli import add_common_flags, args_as_dict, positive_int, run_main
+from io_utils import UserError, write_json
+from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
+                        search_then_train)
+from grid_search import grid_summary
 from plotting import plot_curves, plot_reconstructions, plot_series
 from splits import split_indices
 from toy_data import baseline_mse, generate_toy_sequences
-from training import TrainConfig, evaluate, predict, resolve_precision, setup_runtime, to_device
+from training import TrainConfig, evaluate, predict, to_device
 
 
 DATA_FLAGS = ("n_sequences", "length", "data_seed")
@@ -42,7 +43,8 @@ QUICK = dict(n_sequences=600, epochs=3, grid_epochs=2, hidden_size=[8, 16], lr=[
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=Path(__file__).name, description="Part 1: LSTM autoencoder on synthetic signals (grid search, "
+        prog=Path(__file__).name,
+        description="Part 1: LSTM autoencoder on synthetic signals (grid search, "
                     "reconstruction figures, test MSE against baselines).")
     data = parser.add_argument_group("data")
     data.add_argument("--n-sequences", type=positive_int, default=10_000,
@@ -51,11 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sequence length T, at least 35 (default: 50)")
     data.add_argument("--data-seed", type=int, default=0,
                       help="seed of the data generator, separate from --seed (default: 0)")
-    data.add_argument("--quick", action="store_true",
-                      help="smoke run: 600 sequences, a 2-point grid, 3 epochs (default: off)")
     # The default grid: 2 x 2 x 2 x 2 = 16 points, hidden sizes below the length
     # so the model cannot copy its input through.
-    add_common_flags(parser, experiment="toy", hidden_size=[32, 48], lr=[2e-3, 5e-3],
+    add_common_flags(parser, experiment="toy", quick="600 sequences, a 2-point grid, 3 epochs",
+                     hidden_size=[32, 48], lr=[2e-3, 5e-3],
                      batch_size=[32, 64], clip=[1.0, None], num_layers=[1], epochs=200,
                      grid_epochs=10, lr_schedule="cosine", precision="fp32", workers=2)
     return parser
@@ -71,14 +72,10 @@ def load_splits(args: argparse.Namespace) -> tuple[dict, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    setup_runtime(args.threads)
+    ctx = prepare_run(args, "toy")
+    device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
     if args.length < 35:
         raise UserError(f"--length must be at least 35 to hold the window, got {args.length}")
-    args.run_dir = args.run_dir or REPO_ROOT / "runs" / "toy"
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    figures = ensure_writable_dir(args.figures_dir, "figures")
-    run_dir = ensure_writable_dir(args.run_dir, "results")
     if max(args.hidden_size) >= args.length:
         print(f"note: a hidden size of {max(args.hidden_size)} >= the length {args.length} "
               "lets the model copy its input; the assignment keeps it below", file=sys.stderr)
@@ -100,10 +97,7 @@ def run(args: argparse.Namespace) -> dict:
         # learnable in minutes (see README, "What made Part 1 work").
         model_args = dict(input_size=1, output_activation="sigmoid", reverse_output=True,
                           init="orthogonal", forget_bias=1.0)
-        base = TrainConfig(optimizer=args.optimizer, weight_decay=args.weight_decay,
-                           lr_schedule=args.lr_schedule, warmup_fraction=args.warmup,
-                           precision=precision, seed=args.seed)
-        points = grid_points(args, model_args, base)
+        points = grid_points(args, model_args, base_config(args, precision))
         data_tag = hashlib.sha1(f"toy {args.n_sequences} {args.length} {args.data_seed}".encode()).hexdigest()
         chosen = points[0].label if len(points) == 1 else None
         run_config = dict(args_as_dict(args), script="lstm_ae_toy")
@@ -133,8 +127,7 @@ def run(args: argparse.Namespace) -> dict:
         "best_val_mse": min(row["val_loss"] for row in history),
         "epochs": len(history),
         "train_seconds": sum(row["seconds"] for row in history),
-        "grid": [{k: row[k] for k in ("label", "best_val_loss", "best_epoch", "seconds")}
-                 for row in grid_rows],
+        "grid": grid_summary(grid_rows),
         "device": str(device), "precision": precision,
     }
     write_json(run_dir / "results.json", results)

@@ -83,8 +83,13 @@ class LSTMAutoencoder(nn.Module):
             is flipped back. The most recently read values are then the first to be
             written, the order Srivastava et al. (2015) found far easier to learn.
         forget_bias: initial forget-gate bias of every LSTM; ``None`` keeps
-            PyTorch's default. A positive value makes memory last longer at the start
-            of training, which long sequences (MNIST pixel by pixel) need.
+            PyTorch's default (0).
+        chrono_steps: "chrono" initialisation (Tallec & Ollivier, 2018) for sequences
+            of about this many steps: each unit's forget bias is log(u), u drawn
+            uniformly from [1, chrono_steps - 1], and its input bias the negative of
+            that, so memory time scales are spread from one step to the whole
+            sequence. Long sequences (MNIST pixel by pixel) need it. Overrides
+            ``forget_bias``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -92,7 +97,8 @@ class LSTMAutoencoder(nn.Module):
                  n_classes: Optional[int] = None, classifier_input: str = "decoder",
                  predict_next: bool = False, predict_change: bool = False,
                  reverse_output: bool = False,
-                 forget_bias: Optional[float] = None, init: str = "default"):
+                 forget_bias: Optional[float] = None, chrono_steps: Optional[int] = None,
+                 init: str = "default"):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
@@ -113,7 +119,7 @@ class LSTMAutoencoder(nn.Module):
                                classifier_input=classifier_input, predict_next=predict_next,
                                predict_change=predict_change,
                                reverse_output=reverse_output, forget_bias=forget_bias,
-                               init=init)
+                               chrono_steps=chrono_steps, init=init)
         between_layers = dropout if num_layers > 1 else 0.0
         self.encoder = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
                                dropout=between_layers)
@@ -134,7 +140,11 @@ class LSTMAutoencoder(nn.Module):
             raise ValueError(f"init must be one of {INITS}")
         if init == "orthogonal":
             self._orthogonal_init()
-        if forget_bias is not None:
+        if chrono_steps is not None:
+            if chrono_steps < 3:
+                raise ValueError(f"chrono_steps must be at least 3, got {chrono_steps}")
+            self._chrono_init(int(chrono_steps))
+        elif forget_bias is not None:
             self._set_forget_bias(float(forget_bias))
 
     def _orthogonal_init(self) -> None:
@@ -166,6 +176,18 @@ class LSTMAutoencoder(nn.Module):
                         param[hidden:2 * hidden].fill_(value)
                     elif name.startswith("bias_hh"):
                         param[hidden:2 * hidden].zero_()
+
+    def _chrono_init(self, steps: int) -> None:
+        with torch.no_grad():
+            for lstm in (self.encoder, self.decoder):
+                hidden = lstm.hidden_size
+                for name, param in lstm.named_parameters():
+                    if name.startswith("bias_ih"):
+                        forget = torch.log(torch.empty(hidden).uniform_(1.0, steps - 1.0))
+                        param[hidden:2 * hidden] = forget
+                        param[:hidden] = -forget
+                    elif name.startswith("bias_hh"):
+                        param[:2 * hidden].zero_()
 
     def _activate(self, values: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(values) if self.output_activation == "sigmoid" else values

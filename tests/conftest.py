@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mnist_data import MNIST_FILES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

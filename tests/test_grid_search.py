@@ -49,7 +49,8 @@ def test_search_writes_one_row_per_point_and_picks_the_lowest_validation_loss(tm
     on_disk = read_grid_csv(csv_path)
     assert [r["label"] for r in on_disk] == [p.label for p in points()]
     for row in on_disk:
-        assert len(row["val_curve"]) == 2 and row["best_val_loss"] == pytest.approx(min(row["val_curve"]), rel=1e-5)
+        assert len(row["val_curve"]) == 2
+        assert row["best_val_loss"] == pytest.approx(min(row["val_curve"]), rel=1e-5)
     with open(csv_path) as handle:
         header = next(csv.reader(handle))
     assert {"hidden_size", "lr", "best_val_loss", "best_epoch", "seconds"} <= set(header)

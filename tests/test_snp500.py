@@ -1,4 +1,3 @@
-import gzip
 import json
 
 import numpy as np
@@ -96,8 +95,8 @@ def test_split_keeps_named_tickers_in_test_and_is_fixed():
     assert {"AMZN", "GOOGL"} <= set(test_names)
     everything = np.concatenate([split["train"], split["val"], split["test"]])
     assert sorted(everything.tolist()) == list(range(22))
-    assert all(np.array_equal(a, b) for a, b in zip(split.values(),
-                                                     split_by_stock(tickers, keep_in_test=["AMZN", "GOOGL"]).values()))
+    again = split_by_stock(tickers, keep_in_test=["AMZN", "GOOGL"])
+    assert all(np.array_equal(split[name], again[name]) for name in split)
     with pytest.raises(DataError, match="TSLA"):
         split_by_stock(tickers, keep_in_test=["TSLA"])
 
@@ -207,7 +206,7 @@ def run_quick(tmp_path, csv, *extra):
 
 
 def test_quick_run_writes_every_figure_and_honest_results(tmp_path, prices_csv, capsys):
-    results = run_quick(tmp_path, prices_csv)
+    run_quick(tmp_path, prices_csv)
     for name in ("fig3_1_snp500_daily_high", "fig3_2_snp500_reconstruction_AMZN",
                  "fig3_3_snp500_reconstruction_GOOGL", "fig3_5_snp500_prediction_losses",
                  "fig3_6_snp500_multistep_GOOGL", "fig3_7_snp500_error_by_horizon",
