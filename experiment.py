@@ -20,8 +20,7 @@ from training import (Augment, FitResult, TrainConfig, fit, load_checkpoint,
 
 # Always named in legends, as in the report; other axes only when they vary.
 ALWAYS_LABELLED = ("hidden_size", "lr", "batch_size", "clip")
-FLAG_TO_FIELD = {"hidden_size": "model", "num_layers": "model", "lr": "train",
-                 "batch_size": "train", "clip": "train"}
+GRID_FLAGS = ("hidden_size", "num_layers", "lr", "batch_size", "clip")
 
 
 @dataclass
@@ -61,7 +60,7 @@ class Trained:
 
 def grid_points(args: argparse.Namespace, model_args: dict, train: TrainConfig) -> list[GridPoint]:
     """One GridPoint per combination of the searched flags' values."""
-    axes = {name: getattr(args, name) for name in FLAG_TO_FIELD}
+    axes = {name: getattr(args, name) for name in GRID_FLAGS}
     points = []
     for values in expand_grid(axes):
         params = {k: v for k, v in values.items() if k in ALWAYS_LABELLED or len(axes[k]) > 1}

@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="augment training digits by random shifts of up to this many "
                            "pixels, 0 for none (default: 2)")
     task.add_argument("--forget-bias", type=float, default=None,
-                      help="initial forget-gate bias of both LSTMs (default: PyTorch's, 0)")
-    task.add_argument("--chrono", action=argparse.BooleanOptionalAction, default=None,
+                      help="initial forget-gate bias of both LSTMs (default: 1 for pixel, "
+                           "PyTorch's 0 for row)")
+    task.add_argument("--chrono", action="store_true",
                       help="chrono initialisation of the gate biases for the sequence length; "
-                           "overrides --forget-bias (default: on for pixel, off for row)")
+                           "overrides --forget-bias (default: off)")
     add_common_flags(parser, experiment="mnist_<input>",
                      quick="1,000 training and 500 test images, a small model, 2 epochs",
                      hidden_size=[128], lr=[1e-3, 3e-3],
@@ -111,11 +112,14 @@ def run(args: argparse.Namespace) -> dict:
         history, chosen, grid_rows = checkpoint["history"], checkpoint["run_config"].get("chosen_config"), []
     else:
         classify = args.ce_weight > 0
-        chrono = args.chrono if args.chrono is not None else args.input == "pixel"
+        # Memory must last hundreds of steps pixel by pixel: start the forget gates
+        # open (bias 1), as Jozefowicz et al. (2015) advise for LSTMs in general.
+        forget_bias = args.forget_bias if args.forget_bias is not None else (
+            1.0 if args.input == "pixel" else None)
         model_args = dict(input_size=n_features, output_activation="sigmoid",
                           n_classes=10 if classify else None,
-                          classifier_input=args.classifier_input, forget_bias=args.forget_bias,
-                          chrono_steps=splits["train"]["x"].shape[1] if chrono else None)
+                          classifier_input=args.classifier_input, forget_bias=forget_bias,
+                          chrono_steps=splits["train"]["x"].shape[1] if args.chrono else None)
         points = grid_points(args, model_args, base_config(args, precision, ce_weight=args.ce_weight))
         data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS + ("shift",)])
                                 .encode()).hexdigest()

@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="weight of the next-day MSE in the prediction model (default: 1)")
     add_common_flags(parser, experiment="snp500", quick="a tiny model, 2 epochs",
                      hidden_size=[32, 64], lr=[2e-3, 5e-3],
-                     batch_size=[64], clip=[1.0, None], num_layers=[1], epochs=30,
-                     grid_epochs=8, lr_schedule="cosine", precision="fp32", workers=2)
+                     batch_size=[64], clip=[1.0, None], num_layers=[1], epochs=20,
+                     grid_epochs=5, lr_schedule="cosine", precision="fp32", workers=2)
     return parser
 
 
@@ -164,10 +164,12 @@ def run(args: argparse.Namespace) -> dict:
     shown = list(args.tickers) + [t for t in test_names if t not in args.tickers]
     for number, name in zip((2, 3, 4), shown[:3]):
         k = test_names.index(name)
-        plot_reconstructions([prices[test[k]]], [rebuilt_price[k]], [name],
+        scaled_mse = fc.mse(rebuilt[k], truth[k])
+        plot_reconstructions([prices[test[k]]], [rebuilt_price[k]],
+                             [f"{name}: scaled MSE {scaled_mse:.5f}"],
                              figures / f"fig3_{number}_snp500_reconstruction_{name}.png",
                              f"Daily {args.field}: original vs reconstruction (test stock)",
-                             x=dates, ylabel=f"{args.field} (USD)")
+                             x=dates, ylabel=f"{args.field} (USD)", mse_unit=" USD²")
 
     # One-step and multi-step prediction, against the naive baselines.
     series, scale = half_scaled[test], half_scale[test]
@@ -183,7 +185,8 @@ def run(args: argparse.Namespace) -> dict:
     k = test_names.index(args.tickers[-1])
     plot_forecast(dates, prices[test[k]], to_price(one_step)[k], to_price(multi)[k],
                   to_price(flat)[k], half, figures / f"fig3_6_snp500_multistep_{args.tickers[-1]}.png",
-                  f"{args.tickers[-1]}: one-step and multi-step predictions from day {half}",
+                  f"{args.tickers[-1]}: one-step and multi-step predictions from "
+                  f"{str(dates[half])[:10]} (day {half})",
                   ylabel=f"{args.field} (USD)")
     horizon = {"model (fed back)": fc.mse_by_horizon(multi, series[:, half:]),
                "last value flat": fc.mse_by_horizon(flat, series[:, half:])}

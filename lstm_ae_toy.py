@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     # so the model cannot copy its input through.
     add_common_flags(parser, experiment="toy", quick="600 sequences, a 2-point grid, 3 epochs",
                      hidden_size=[32, 48], lr=[2e-3, 5e-3],
-                     batch_size=[32, 64], clip=[1.0, None], num_layers=[1], epochs=200,
+                     batch_size=[32, 64], clip=[0.1, None], num_layers=[1], epochs=300,
                      grid_epochs=10, lr_schedule="cosine", precision="fp32", workers=2)
     return parser
 

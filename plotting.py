@@ -45,7 +45,8 @@ def plot_series(series: Sequence[np.ndarray], labels: Sequence[str], path: Path,
 
 def plot_reconstructions(originals: Sequence[np.ndarray], reconstructions: Sequence[np.ndarray],
                          names: Sequence[str], path: Path, title: str,
-                         x: Optional[np.ndarray] = None, ylabel: str = "value") -> Path:
+                         x: Optional[np.ndarray] = None, ylabel: str = "value",
+                         mse_unit: str = "") -> Path:
     """Original vs reconstruction, one panel per series (report Figs 1.2-1.3, 3.2-3.4)."""
     fig, axes = plt.subplots(len(originals), 1, figsize=(9, 2.8 * len(originals)), squeeze=False)
     for ax, original, rebuilt, name in zip(axes[:, 0], originals, reconstructions, names):
@@ -53,7 +54,7 @@ def plot_reconstructions(originals: Sequence[np.ndarray], reconstructions: Seque
         ax.plot(steps, original, label="original", lw=1.4)
         ax.plot(steps, rebuilt, label="reconstruction", lw=1.2, ls="--")
         mse = float(np.mean((np.asarray(original) - np.asarray(rebuilt)) ** 2))
-        ax.set(title=f"{name} (MSE {mse:.5f})", ylabel=ylabel)
+        ax.set(title=f"{name} (MSE {mse:.4g}{mse_unit})", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
     axes[-1, 0].set_xlabel("time step" if x is None else "date")
@@ -66,14 +67,18 @@ def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str,
                 ylabel: str = "validation loss", log_y: bool = True) -> Path:
     """One curve per entry against epochs, e.g. every grid point's validation loss
     (report Fig 2.1 style legends: 'hs=32 lr=1e-3 bs=128 clip=1')."""
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for label, values in curves.items():
-        ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.2)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colours = plt.cm.tab20(np.linspace(0, 1, 20))
+    for k, (label, values) in enumerate(curves.items()):
+        # 20 colours, then the same colours dashed: every curve stays distinguishable
+        ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.3,
+                color=colours[(2 * k) % 20 if len(curves) <= 10 else k % 20],
+                ls="-" if k < 20 else "--")
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
 
 
@@ -91,7 +96,9 @@ def plot_history(history: Sequence[dict], panels: Sequence[tuple[str, Sequence[s
                 ax.plot(epochs[:len(values)], np.asarray(values) * scale,
                         label=key.replace("_", " "), marker="o" if len(values) < 30 else None)
         ax.set(xlabel="epoch", ylabel=ylabel)
-        ax.grid(alpha=0.3)
+        if not any("accuracy" in key for key in keys):
+            ax.set_yscale("log")  # losses span decades; accuracy is read on a linear axis
+        ax.grid(alpha=0.3, which="both")
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()

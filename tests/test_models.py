@@ -115,3 +115,15 @@ def test_device_switch(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
     assert resolve_device("cuda") == torch.device("cuda")
+
+
+def test_chrono_init_spreads_memory_time_scales():
+    torch.manual_seed(0)
+    model = LSTMAutoencoder(1, 200, chrono_steps=784)
+    for lstm in (model.encoder, model.decoder):
+        forget = lstm.bias_ih_l0[200:400]
+        assert torch.all(forget >= 0) and torch.all(forget <= torch.log(torch.tensor(783.0)))
+        assert torch.equal(lstm.bias_ih_l0[:200], -forget)           # input gate mirrors it
+        assert torch.all(lstm.bias_hh_l0[:400] == 0)
+        time_scales = torch.exp(forget)                               # ~ uniform in [1, 783]
+        assert time_scales.min() < 100 and time_scales.max() > 700
