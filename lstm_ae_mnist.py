@@ -33,7 +33,7 @@ from experiment import (base_config, grid_points, load_for_evaluation, prepare_r
                         search_then_train)
 from io_utils import write_json
 from mnist_data import acquire_mnist, load_mnist, mnist_splits, random_shift
-from models import CLASSIFIER_INPUTS
+from models import CLASSIFIER_INPUTS, INITS
 from grid_search import grid_summary
 from plotting import plot_curves, plot_digits, plot_history
 from training import TrainConfig, evaluate, predict, to_device
@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--chrono", action="store_true",
                       help="chrono initialisation of the gate biases for the sequence length; "
                            "overrides --forget-bias (default: off)")
+    task.add_argument("--init", choices=INITS, default="default",
+                      help="LSTM weight initialisation: PyTorch's, or orthogonal recurrent and "
+                           "Glorot input weights as in Part 1 (default: default)")
+    task.add_argument("--reverse-output", action="store_true",
+                      help="the decoder writes the last step first, as in Part 1 (default: off)")
     add_common_flags(parser, experiment="mnist_<input>",
                      quick="1,000 training and 500 test images, a small model, 2 epochs",
                      hidden_size=[128], lr=[1e-3, 3e-3],
@@ -119,7 +124,8 @@ def run(args: argparse.Namespace) -> dict:
         model_args = dict(input_size=n_features, output_activation="sigmoid",
                           n_classes=10 if classify else None,
                           classifier_input=args.classifier_input, forget_bias=forget_bias,
-                          chrono_steps=splits["train"]["x"].shape[1] if args.chrono else None)
+                          chrono_steps=splits["train"]["x"].shape[1] if args.chrono else None,
+                          init=args.init, reverse_output=args.reverse_output)
         points = grid_points(args, model_args, base_config(args, precision, ce_weight=args.ce_weight))
         data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS + ("shift",)])
                                 .encode()).hexdigest()

@@ -203,10 +203,14 @@ def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir):
 
 def test_quick_pixel_run_draws_fig_2_4(tmp_path, mnist_dir):
     results = run_quick(tmp_path, mnist_dir, "--input", "pixel", "--hidden-size", "8",
-                        "--lr", "1e-2", "--classifier-input", "latent")
+                        "--lr", "1e-2", "--classifier-input", "latent",
+                        "--init", "orthogonal", "--reverse-output")
     assert is_png(tmp_path / "fig" / "fig2_4_mnist_pixel_training.png")
     assert is_png(tmp_path / "fig" / "fig2_2_mnist_pixel_reconstructions.png")
-    assert results["model"]["input_size"] == 1 and results["model"]["classifier_input"] == "latent"
+    model = results["model"]
+    assert model["input_size"] == 1 and model["classifier_input"] == "latent"
+    assert model["init"] == "orthogonal" and model["reverse_output"] is True
+    assert model["forget_bias"] == 1.0   # the pixel default
 
 
 def test_reconstruction_alone_has_no_classifier(tmp_path, mnist_dir):

@@ -155,6 +155,10 @@ def test_learning_rate_schedules():
     assert learning_rate_at(cosine, 100, 100) == pytest.approx(0.001)  # decayed to 1%
     rates = [learning_rate_at(cosine, s, 100) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
+    onecycle = TrainConfig(lr=0.1, lr_schedule="onecycle")  # warm-up over 30% by default
+    assert learning_rate_at(onecycle, 29, 100) == pytest.approx(0.1)
+    assert learning_rate_at(onecycle, 14, 100) == pytest.approx(0.05)
+    assert learning_rate_at(onecycle, 100, 100) == pytest.approx(0.001)
 
 
 def test_divergence_is_reported_as_one_clear_error():
