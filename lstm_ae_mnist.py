@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "overrides --forget-bias (default: off)")
     task.add_argument("--init", choices=INITS, default="default",
                       help="LSTM weight initialisation: PyTorch's, or orthogonal recurrent and "
-                           "Glorot input weights as in Part 1 (default: default)")
+                           "Glorot input weights as in Part 1 (default: default, PyTorch's)")
     task.add_argument("--reverse-output", action="store_true",
                       help="the decoder writes the last step first, as in Part 1 (default: off)")
     add_common_flags(parser, experiment="mnist_<input>",

@@ -68,12 +68,13 @@ def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str,
     """One curve per entry against epochs, e.g. every grid point's validation loss
     (report Fig 2.1 style legends: 'hs=32 lr=1e-3 bs=128 clip=1')."""
     fig, ax = plt.subplots(figsize=(10, 5))
+    # tab20 holds a dark and a light shade of 10 hues: up to 10 curves take the dark
+    # shades only, more take all 20, and curves past the 20th repeat them dashed.
     colours = plt.cm.tab20(np.linspace(0, 1, 20))
+    stride = 2 if len(curves) <= 10 else 1
     for k, (label, values) in enumerate(curves.items()):
-        # 20 colours, then the same colours dashed: every curve stays distinguishable
         ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.3,
-                color=colours[(2 * k) % 20 if len(curves) <= 10 else k % 20],
-                ls="-" if k < 20 else "--")
+                color=colours[(stride * k) % 20], ls="-" if k < 20 else "--")
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
     if log_y:
         ax.set_yscale("log")
