@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--init", choices=INITS, default="default",
                       help="LSTM weight initialisation: PyTorch's, or orthogonal recurrent and "
                            "Glorot input weights as in Part 1 (default: default, PyTorch's)")
+    task.add_argument("--standardize-input", action="store_true",
+                      help="the encoder reads pixels standardized by the training images' "
+                           "mean and std; targets stay in [0, 1] (default: off)")
     task.add_argument("--reverse-output", action="store_true",
                       help="the decoder writes the last step first, as in Part 1 (default: off)")
     add_common_flags(parser, experiment="mnist_<input>",
@@ -126,6 +129,9 @@ def run(args: argparse.Namespace) -> dict:
                           classifier_input=args.classifier_input, forget_bias=forget_bias,
                           chrono_steps=splits["train"]["x"].shape[1] if args.chrono else None,
                           init=args.init, reverse_output=args.reverse_output)
+        if args.standardize_input:
+            train_x = splits["train"]["x"]
+            model_args.update(input_mean=float(train_x.mean()), input_std=float(train_x.std()))
         points = grid_points(args, model_args, base_config(args, precision, ce_weight=args.ce_weight))
         data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS + ("shift",)])
                                 .encode()).hexdigest()

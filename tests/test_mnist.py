@@ -203,12 +203,17 @@ def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir):
 
 def test_quick_pixel_run_draws_fig_2_4(tmp_path, mnist_dir):
     results = run_quick(tmp_path, mnist_dir, "--input", "pixel", "--hidden-size", "8",
-                        "--lr", "1e-2", "--classifier-input", "latent",
-                        "--init", "orthogonal", "--reverse-output")
+                        "--lr", "1e-2", "--classifier-input", "encoder-mean",
+                        "--init", "orthogonal", "--reverse-output", "--standardize-input")
     assert is_png(tmp_path / "fig" / "fig2_4_mnist_pixel_training.png")
     assert is_png(tmp_path / "fig" / "fig2_2_mnist_pixel_reconstructions.png")
     model = results["model"]
-    assert model["input_size"] == 1 and model["classifier_input"] == "latent"
+    assert model["input_size"] == 1 and model["classifier_input"] == "encoder-mean"
+    # The encoder's input is standardized by the training split's statistics (--quick
+    # holds a fifth of the fixture's 300 images out for validation and trains on the rest).
+    train_x = mnist_splits(load_mnist(mnist_dir), "pixel", 60, 1000)["train"]["x"]
+    assert model["input_mean"] == pytest.approx(float(train_x.mean()), rel=1e-5)
+    assert model["input_std"] == pytest.approx(float(train_x.std()), rel=1e-5)
     assert model["init"] == "orthogonal" and model["reverse_output"] is True
     assert model["forget_bias"] == 1.0   # the pixel default
 

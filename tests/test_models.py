@@ -42,7 +42,7 @@ def test_reverse_output_emits_the_same_decoder_steps_last_first():
     assert torch.allclose(backward(x).reconstruction, forward(x).reconstruction.flip(1))
 
 
-def test_classifier_reads_decoder_or_latent():
+def test_classifier_reads_decoder_latent_or_encoder_mean():
     torch.manual_seed(0)
     x = torch.rand(3, 7, 2)
     on_decoder = LSTMAutoencoder(2, 8, n_classes=4, classifier_input="decoder")
@@ -52,6 +52,9 @@ def test_classifier_reads_decoder_or_latent():
     on_latent = LSTMAutoencoder(2, 8, n_classes=4, classifier_input="latent")
     z, _ = on_latent.encode(x)
     assert torch.allclose(on_latent(x).logits, on_latent.classifier(z))
+    on_mean = LSTMAutoencoder(2, 8, n_classes=4, classifier_input="encoder-mean")
+    _, encoder_states = on_mean.encode(x)
+    assert torch.allclose(on_mean(x).logits, on_mean.classifier(encoder_states.mean(dim=1)))
 
 
 @pytest.mark.parametrize("change", [False, True])
@@ -127,3 +130,19 @@ def test_chrono_init_spreads_memory_time_scales():
         assert torch.all(lstm.bias_hh_l0[:400] == 0)
         time_scales = torch.exp(forget)                               # ~ uniform in [1, 783]
         assert time_scales.min() < 100 and time_scales.max() > 700
+
+
+def test_standardized_input_feeds_the_encoder_only():
+    """input_mean/input_std change what the encoder reads, not the target or the weights."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 9, 1)
+    scaled = LSTMAutoencoder(1, 8, n_classes=10, input_mean=0.13, input_std=0.31)
+    plain = LSTMAutoencoder(1, 8, n_classes=10)
+    plain.load_state_dict(scaled.state_dict())
+    z_scaled, _ = scaled.encode(x)
+    z_plain, _ = plain.encode((x - 0.13) / 0.31)
+    assert torch.allclose(z_scaled, z_plain)
+    assert not torch.allclose(z_scaled, plain.encode(x)[0])
+    assert scaled.model_args["input_mean"] == 0.13 and scaled.model_args["input_std"] == 0.31
+    with pytest.raises(ValueError, match="input_std"):
+        LSTMAutoencoder(1, 8, input_std=0.0)
