@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from io_utils import UserError
+from io_utils import UserError, one_line
 from models import DEVICE_CHOICES
 from training import LR_SCHEDULES, OPTIMIZERS, PRECISIONS
 
@@ -115,17 +115,21 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick:
     run.add_argument("--workers", type=positive_int, default=workers,
                      help="grid points trained in parallel on the CPU, one thread each "
                           f"(default: {workers})")
-    run.add_argument("--figures-dir", type=Path, default=REPO_ROOT / "figures",
-                     help="where figures go (default: figures/ in the repository)")
+    run.add_argument("--figures-dir", type=Path, default=None,
+                     help="where figures go (default: figures/ in the repository; with "
+                          f"--quick, runs/quick/{experiment}/figures/, ignored by git)")
     run.add_argument("--run-dir", type=Path, default=None,
                      help="where the grid CSV, results JSON and checkpoint go "
-                          f"(default: runs/{experiment}/ in the repository)")
+                          f"(default: runs/{experiment}/ in the repository; with --quick, "
+                          f"runs/quick/{experiment}/)")
     run.add_argument("--eval-only", action="store_true",
                      help="evaluate --checkpoint on the test split and redraw its figures")
     run.add_argument("--checkpoint", type=Path, default=None,
                      help="checkpoint for --eval-only (default: RUN_DIR/final.pt)")
     run.add_argument("--quick", action="store_true",
-                     help=f"smoke run, end to end: {quick} (default: off)")
+                     help=f"smoke run, end to end: {quick}; its figures and results go to "
+                          f"runs/quick/{experiment}/ unless --figures-dir or --run-dir say "
+                          "otherwise, never over the reference figures (default: off)")
     run.add_argument("--quiet", action="store_true",
                      help="print no per-epoch lines, only the summary (default: off)")
 
@@ -139,24 +143,68 @@ def _show(values: list) -> str:
 # Errors and outputs
 # ----------------------------------------------------------------------------
 
+# The grid axes of add_common_flags: each value is one more grid point, so a value
+# given twice would train the same point twice.
+GRID_AXES = ("hidden_size", "num_layers", "lr", "batch_size", "clip")
+
+
+def _fail(parser: argparse.ArgumentParser, message: str) -> None:
+    print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[list]) -> frozenset:
+    """The dests of the flags given in argv (argv already parsed once without error)."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return frozenset(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+def flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_no_duplicates(args: argparse.Namespace) -> None:
+    """Refuse a grid axis that lists one value twice (``--lr 1e-3 0.001``)."""
+    for dest in GRID_AXES:
+        values = getattr(args, dest, None) or []
+        seen = []
+        for value in values:
+            if value in seen:
+                shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else value
+                raise UserError(f"{flag_name(dest)} lists {shown} twice; give each value once")
+            seen.append(value)
+
+
 def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], dict],
              argv: Optional[list] = None, quick: Optional[dict] = None) -> dict:
-    """Parse argv and run body; known problems end as one line on stderr and exit 2.
+    """Parse argv and run body; known problems (a bad flag, a UserError) end as one
+    line on stderr, at most io_utils.MAX_MESSAGE characters, and exit status 2.
 
     With --quick, the ``quick`` values replace the defaults of flags not given.
+    ``args._explicit`` holds the dests given on the command line (flags starting
+    with ``_`` are never stored in checkpoints).
     """
+    parser.error = lambda message: _fail(parser, f"{message} (see --help)")
     args = parser.parse_args(argv)
+    args._explicit = explicit_flags(parser, argv)
     if getattr(args, "quick", False) and quick:
         for name, value in quick.items():
-            if getattr(args, name) == parser.get_default(name):
+            if name not in args._explicit:
                 setattr(args, name, value)
     try:
+        check_no_duplicates(args)
         return body(args)
     except UserError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(parser, str(error))
 
 
 def args_as_dict(args: argparse.Namespace) -> dict:
     """The parsed flags with paths as strings, for checkpoints and results files."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if not k.startswith("_")}

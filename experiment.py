@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from cli import REPO_ROOT
-from io_utils import UserError, ensure_writable_dir
-from grid_search import GridPoint, best_row, expand_grid, grid_search
+from cli import REPO_ROOT, flag_name
+from io_utils import UserError, ensure_writable_dir, reading, remove_stale_temp_files
+from grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
 from models import LSTMAutoencoder, resolve_device
 from training import (Augment, FitResult, TrainConfig, fit, load_checkpoint,
                       model_from_checkpoint, resolve_precision, set_seed, setup_runtime)
@@ -31,15 +31,32 @@ class RunContext:
     run_dir: Path
 
 
+def default_output_dirs(experiment: str, quick: bool) -> tuple[Path, Path]:
+    """(figures, run folder) when --figures-dir and --run-dir are not given: the
+    reference figures/ and runs/<experiment>/; for --quick, runs/quick/<experiment>/figures/
+    and runs/quick/<experiment>/ (runs/ is ignored by git), so a smoke run never
+    replaces a reference figure."""
+    if quick:
+        base = REPO_ROOT / "runs" / "quick" / experiment
+        return base / "figures", base
+    return REPO_ROOT / "figures", REPO_ROOT / "runs" / experiment
+
+
 def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
     """Runtime set-up (first, before any tensor work), device, precision, and output
-    folders proven writable before anything is trained."""
+    folders proven writable before anything is trained. Creates no folder (the
+    first write does), and removes the temporary files killed runs left in them."""
     setup_runtime(args.threads)
-    args.run_dir = args.run_dir or REPO_ROOT / "runs" / experiment
+    figures, run_dir = default_output_dirs(experiment, getattr(args, "quick", False))
+    args.figures_dir = args.figures_dir or figures
+    args.run_dir = args.run_dir or run_dir
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    return RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
-                      ensure_writable_dir(args.run_dir, "results"))
+    ctx = RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
+                     ensure_writable_dir(args.run_dir, "results"))
+    for folder in (ctx.figures, ctx.run_dir):
+        remove_stale_temp_files(folder)
+    return ctx
 
 
 def base_config(args: argparse.Namespace, precision: str, **fields) -> TrainConfig:
@@ -75,10 +92,19 @@ def grid_points(args: argparse.Namespace, model_args: dict, train: TrainConfig) 
 def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits: dict,
                       tensors: dict, device: torch.device, data_tag: str,
                       run_config: dict, checkpoint_name: str = "final.pt",
-                      log: Callable[[str], None] = print, augment: Augment | None = None) -> Trained:
+                      log: Callable[[str], None] = print, augment: Augment | None = None,
+                      data_flags: tuple = ()) -> Trained:
     """Grid search (skipped for a single point), then the best point for --epochs,
-    checkpointed to RUN_DIR/checkpoint_name. ``augment`` transforms training batches."""
+    checkpointed to RUN_DIR/checkpoint_name. ``augment`` transforms training batches.
+
+    ``data_tag`` names the data (and augmentation); it is stored in the checkpoint's
+    run_config, and --resume refuses, before anything is trained or written, a
+    checkpoint or grid CSV of other data (``data_flags`` are named in the message).
+    """
     run_dir = Path(args.run_dir)
+    if args.resume:
+        check_resumable(run_dir / checkpoint_name, run_dir / "grid.csv", points, data_tag,
+                        run_config, data_flags)
     if len(points) > 1:
         log(f"grid search: {len(points)} configurations x {args.grid_epochs} epochs, "
             f"{args.workers} worker(s)")
@@ -91,7 +117,7 @@ def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits:
             f"(val loss {best['best_val_loss']:.5f})")
     else:
         rows, point = [], points[0]
-    run_config = dict(run_config, chosen_config=point.label)
+    run_config = dict(run_config, chosen_config=point.label, data_tag=data_tag)
     final_config = replace(point.train_config, epochs=args.epochs)
     set_seed(final_config.seed)
     model = LSTMAutoencoder(**point.model_args)
@@ -104,20 +130,82 @@ def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits:
     return Trained(model, result, point, rows, checkpoint_path)
 
 
+def _show_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_show_value(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def _same(a, b) -> bool:
+    if _show_value(a) == _show_value(b):
+        return True
+    paths = isinstance(a, Path) or isinstance(b, Path) or "/" in str(a) or "/" in str(b)
+    return paths and Path(str(a)).resolve() == Path(str(b)).resolve()
+
+
+def _differences(stored: dict, current: dict, flags: tuple, word: str = ", not",
+                 sep: str = "; ") -> str:
+    """'--data-seed 0, not 5' for each flag whose stored value differs from the current one."""
+    return sep.join(f"{flag_name(f)} {_show_value(stored.get(f))}{word} {_show_value(current.get(f))}"
+                    for f in flags if f in stored and not _same(stored[f], current.get(f)))
+
+
+def check_resumable(checkpoint_path: Path, csv_path: Path, points: list[GridPoint], data_tag: str,
+                    run_config: dict, data_flags: tuple = ()) -> None:
+    """UserError unless what --resume would continue was made from the same data:
+    the checkpoint's stored data tag must equal ``data_tag``, and a grid CSV with
+    rows must share at least one row with these grid points (checked only for a
+    grid of more than one point: a single point runs no grid search)."""
+    retry = "run without --resume to start afresh, or pick another --run-dir"
+    if checkpoint_path.exists():
+        try:
+            stored = load_checkpoint(checkpoint_path)["run_config"]
+        except UserError as error:
+            raise UserError(f"--resume: {error}; {retry}") from None
+        if stored.get("data_tag") != data_tag:
+            if "data_tag" not in stored:
+                why = "records no data identity (made by an older version)"
+            else:
+                diff = _differences(stored, run_config, data_flags)
+                why = f"was trained on other data ({diff})" if diff else "was trained on other data"
+            raise UserError(f"--resume: checkpoint {checkpoint_path} {why}; {retry}")
+    if len(points) > 1 and csv_path.exists():
+        with reading(csv_path, "grid CSV", f"delete it or {retry}"):
+            rows = read_grid_csv(csv_path)
+        keys = {point.key(data_tag) for point in points}
+        if rows and not any(row["key"] in keys for row in rows):
+            raise UserError(f"--resume: {csv_path} holds no point of this grid on this data "
+                            f"(other data or settings); {retry}")
+
+
 def load_for_evaluation(args: argparse.Namespace, device: torch.device, data_flags: tuple = (),
-                        path: Path | None = None):
+                        path: Path | None = None, log: Callable[[str], None] = print):
     """(model, checkpoint) for --eval-only, from ``path``, else --checkpoint, else
     RUN_DIR/final.pt.
 
-    The flags in ``data_flags`` are set back to the values the checkpoint was
-    trained with, so the test split is the one the model never saw.
+    The flags in ``data_flags`` take the values the checkpoint was trained with,
+    so the test split is the one the model never saw; a value given on the
+    command line (``args._explicit``) that differs is refused with a UserError,
+    and values taken over are named in one logged line.
     """
     path = Path(path or args.checkpoint or Path(args.run_dir) / "final.pt")
     try:
         checkpoint = load_checkpoint(path)
     except UserError as error:
         raise UserError(f"{error}; train first or pass --checkpoint PATH") from None
+    stored = checkpoint["run_config"]
+    explicit = getattr(args, "_explicit", frozenset())
+    current = {f: (str(v) if isinstance(v, Path) else v) for f, v in vars(args).items()}
+    conflicts = _differences(stored, current, tuple(f for f in data_flags if f in explicit))
+    if conflicts:
+        raise UserError(f"--eval-only: checkpoint {path} was trained with {conflicts}; drop the "
+                        "data flag to evaluate on the checkpoint's data, or pass another --checkpoint")
+    taken = _differences(stored, current, tuple(data_flags), " instead of", ", ")
     for flag in data_flags:
-        if flag in checkpoint["run_config"]:
-            setattr(args, flag, checkpoint["run_config"][flag])
+        if flag in stored:
+            setattr(args, flag, stored[flag])
+    if data_flags:
+        args._explicit = explicit | {f for f in data_flags if f in stored}
+    if taken and log:
+        log(f"--eval-only: using the checkpoint's data flags: {taken}")
     return model_from_checkpoint(checkpoint, device), checkpoint

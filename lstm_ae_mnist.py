@@ -31,7 +31,7 @@ from cli import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float,
                  non_negative_int, positive_int, run_main)
 from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                         search_then_train)
-from io_utils import write_json
+from io_utils import UserError, write_json
 from mnist_data import acquire_mnist, load_mnist, mnist_splits, random_shift
 from models import CLASSIFIER_INPUTS, INITS
 from grid_search import grid_summary
@@ -98,6 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_sizes(args: argparse.Namespace, arrays: dict) -> None:
+    """Refuse sizes the data cannot give, before anything is written. --quick's own
+    sizes (not given on the command line) shrink to fit a small data set instead."""
+    explicit = getattr(args, "_explicit", frozenset())
+    n_train, n_test = len(arrays["train_images"]), len(arrays["test_images"])
+    if args.quick and "val_size" not in explicit:
+        args.val_size = min(500, n_train // 5)
+    if args.val_size >= n_train:
+        raise UserError(f"--val-size {args.val_size} leaves no training images: {args.data_dir} "
+                        f"has {n_train:,}; give at most {n_train - 1:,}")
+    left = n_train - args.val_size
+    if args.train_limit > left:
+        if "train_limit" in explicit:
+            raise UserError(f"--train-limit {args.train_limit:,} exceeds the {left:,} training "
+                            f"images left after --val-size {args.val_size:,}; lower either")
+        args.train_limit = 0
+    if args.test_limit > n_test:
+        if "test_limit" in explicit:
+            raise UserError(f"--test-limit {args.test_limit:,} exceeds the {n_test:,} test images "
+                            f"in {args.data_dir}; give at most {n_test:,} or 0 for all")
+        args.test_limit = 0
+
+
 def run(args: argparse.Namespace) -> dict:
     ctx = prepare_run(args, f"mnist_{args.input}")
     device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
@@ -107,8 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_download:
         acquire_mnist(args.data_dir)
     arrays = load_mnist(args.data_dir)
-    if args.quick:
-        args.val_size = min(500, len(arrays["train_images"]) // 5)
+    check_sizes(args, arrays)
     splits = mnist_splits(arrays, args.input, args.val_size,
                           args.train_limit or None, args.test_limit or None)
     tensors = to_device(splits, device)
@@ -138,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
         run_config = dict(args_as_dict(args), script="lstm_ae_mnist")
         augment = partial(random_shift, max_shift=args.shift) if args.shift else None
         trained = search_then_train(args, points, splits, tensors, device, data_tag, run_config,
-                                    augment=augment)
+                                    augment=augment, data_flags=DATA_FLAGS + ("shift",))
         model, train_config, history = trained.model, trained.point.train_config, trained.fit.history
         chosen, grid_rows = trained.point.label, trained.grid_rows
         if grid_rows:

@@ -71,17 +71,28 @@ def load_splits(args: argparse.Namespace) -> tuple[dict, np.ndarray]:
     return splits, dip[test]
 
 
-def run(args: argparse.Namespace) -> dict:
-    ctx = prepare_run(args, "toy")
-    device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
+def check_sizes(args: argparse.Namespace) -> None:
+    """Refuse data sizes that cannot work, before anything is written."""
     if args.length < 35:
         raise UserError(f"--length must be at least 35 to hold the window, got {args.length}")
+    sizes = [len(part) for part in split_indices(args.n_sequences)]
+    if min(sizes) < 1:
+        raise UserError(f"--n-sequences {args.n_sequences} leaves an empty split (train/val/test "
+                        f"{sizes[0]}/{sizes[1]}/{sizes[2]}); give at least 10")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if not args.eval_only:
+        check_sizes(args)
+    ctx = prepare_run(args, "toy")
+    device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
     if max(args.hidden_size) >= args.length:
         print(f"note: a hidden size of {max(args.hidden_size)} >= the length {args.length} "
               "lets the model copy its input; the assignment keeps it below", file=sys.stderr)
 
     if args.eval_only:
         model, checkpoint = load_for_evaluation(args, device, DATA_FLAGS)
+        check_sizes(args)
     splits, test_dip = load_splits(args)
     tensors = to_device(splits, device)
     examples = splits["train"]["x"][:3, :, 0]
@@ -101,7 +112,8 @@ def run(args: argparse.Namespace) -> dict:
         data_tag = hashlib.sha1(f"toy {args.n_sequences} {args.length} {args.data_seed}".encode()).hexdigest()
         chosen = points[0].label if len(points) == 1 else None
         run_config = dict(args_as_dict(args), script="lstm_ae_toy")
-        trained = search_then_train(args, points, splits, tensors, device, data_tag, run_config)
+        trained = search_then_train(args, points, splits, tensors, device, data_tag, run_config,
+                                    data_flags=DATA_FLAGS)
         model, train_config, history = trained.model, trained.point.train_config, trained.fit.history
         chosen, grid_rows = trained.point.label, trained.grid_rows
         if grid_rows:

@@ -25,7 +25,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from io_utils import DataError, write_bytes_atomic
+from io_utils import DataError, reading, remove_stale_temp_files, write_bytes_atomic
 from splits import SPLIT_SEED
 
 # The MD5 of each file's uncompressed content (the well-known originals).
@@ -50,35 +50,41 @@ class SourceUnavailable(Exception):
 # Reading
 # ----------------------------------------------------------------------------
 
+# What to do about a damaged file: any copy of it is as good as a download.
+REFETCH = "delete it and rerun to download it again, or copy the original in binary mode"
+
+
 def _read_bytes(path: Path) -> bytes:
-    try:
+    """The file's bytes, gunzipped when they start with the gzip magic; every read or
+    decompression error becomes a one-line DataError naming the file (io_utils.reading)."""
+    with reading(path, "MNIST file", REFETCH):
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"{path}: cannot be read ({error}); delete it and run again "
-                        "to fetch a fresh copy") from None
 
 
 def parse_idx(content: bytes, name: str = "IDX data") -> np.ndarray:
     """Decode IDX bytes (magic: two zero bytes, a type code, the number of dimensions)."""
     if len(content) < 4 or content[:2] != b"\x00\x00" or content[2] not in IDX_TYPES:
-        raise DataError(f"{name}: not an IDX file (bad magic number)")
+        raise DataError(f"{name}: not an IDX file (bad magic number {content[:4].hex() or 'empty'}); "
+                        f"{REFETCH}")
     ndim = content[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(content) < header:
-        raise DataError(f"{name}: IDX header is truncated")
+        raise DataError(f"{name}: IDX header is truncated; {REFETCH}")
     dims = tuple(int.from_bytes(content[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim))
     dtype = np.dtype(IDX_TYPES[content[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(content) != expected:
         raise DataError(f"{name}: {len(content):,} bytes where the header {dims} promises "
-                        f"{expected:,}; the file is truncated or corrupt, delete it and fetch it again")
+                        f"{expected:,}: truncated or corrupt; {REFETCH}")
     return np.frombuffer(content, dtype=dtype, offset=header).reshape(dims)
 
 
 def find_file(data_dir: Path, name: str) -> Optional[Path]:
+    """data_dir/name, else data_dir/name.gz, whatever it is (a folder of that name is
+    found, to be named in the read error, rather than reported missing)."""
     for candidate in (Path(data_dir) / name, Path(data_dir) / f"{name}.gz"):
-        if candidate.is_file():
+        if candidate.exists():
             return candidate
     return None
 
@@ -113,8 +119,8 @@ def load_mnist(data_dir: Path) -> dict[str, np.ndarray]:
 
 def missing_message(data_dir: Path, names: Sequence[str]) -> str:
     return (f"MNIST files missing from {data_dir}: {', '.join(names)}. Put the four original "
-            f"files there (raw or .gz: {', '.join(MNIST_FILES)}), or point --data-dir or "
-            "LSTM_AE_MNIST_DIR at a folder that has them")
+            "files there (raw or .gz), or point --data-dir or LSTM_AE_MNIST_DIR at a folder "
+            "that has them")
 
 
 # ----------------------------------------------------------------------------
@@ -179,9 +185,12 @@ def acquire_mnist(data_dir: Path, sources: Optional[list] = None,
                   log: Callable[[str], None] = print) -> Path:
     """Make sure the four files are in data_dir, fetching any that are missing."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"MNIST folder {data_dir} is a file, not a folder; point --data-dir at a folder")
     missing = [name for name in MNIST_FILES if find_file(data_dir, name) is None]
     if not missing:
         return data_dir
+    remove_stale_temp_files(data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -205,8 +214,9 @@ def acquire_mnist(data_dir: Path, sources: Optional[list] = None,
             log(f"fetched {name} from {where}")
             break
         else:
-            reasons = "; ".join(problems[-len(sources):])
-            raise DataError(f"{missing_message(data_dir, missing)} (could not fetch {name}: {reasons})")
+            reason = problems[-len(sources)] if problems else "no source"
+            raise DataError(f"could not fetch {name} from {len(sources)} source(s) (first: "
+                            f"{reason[:120]}); {missing_message(data_dir, missing)}")
     return data_dir
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from io_utils import UserError, atomic_path
+from io_utils import UserError, atomic_path, read_error_message
 from models import LSTMAutoencoder
 
 CHECKPOINT_FORMAT = "lstm-ae-checkpoint/1"
@@ -245,15 +245,21 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by ``fit``; UserError with the reason if it is not one."""
+    """Read a checkpoint written by ``fit``; UserError with one line saying why if it
+    cannot be read (missing, a folder, permission denied, damaged or cut short, not
+    one of this project's)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise UserError(read_error_message(path, error, "checkpoint",
+                                           "train again or pass another --checkpoint")) from None
     except Exception as error:  # torch raises many kinds for a damaged file
-        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}); "
-                         "it is damaged or not a checkpoint of this project") from None
+        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}): it is damaged "
+                        "(cut short or copied in text mode) or not a checkpoint of this project; "
+                        "train again or pass another --checkpoint") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a checkpoint of this project ({CHECKPOINT_FORMAT})")
     return checkpoint
