@@ -95,9 +95,6 @@ def run(args: argparse.Namespace) -> dict:
         check_sizes(args)
     splits, test_dip = load_splits(args)
     tensors = to_device(splits, device)
-    examples = splits["train"]["x"][:3, :, 0]
-    plot_series(list(examples), [f"sequence {i + 1}" for i in range(3)],
-                figures / "fig1_1_toy_examples.png", "Three synthetic signals")
 
     if args.eval_only:
         train_config = TrainConfig(**checkpoint["train_config"])
@@ -121,6 +118,10 @@ def run(args: argparse.Namespace) -> dict:
                         figures / "fig1_grid_validation_curves.png",
                         f"Toy grid search: validation MSE over {args.grid_epochs} epochs")
 
+    # Figures only now: a refused --resume or --eval-only has written nothing.
+    examples = splits["train"]["x"][:3, :, 0]
+    plot_series(list(examples), [f"sequence {i + 1}" for i in range(3)],
+                figures / "fig1_1_toy_examples.png", "Three synthetic signals")
     test_metrics = evaluate(model, tensors["test"], train_config, device)
     reconstruction = predict(model, tensors["test"]["x"][:2], device, precision)["reconstruction"]
     for number, (suffix, k) in enumerate((("a", 0), ("b", 1)), start=2):
