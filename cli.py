@@ -169,8 +169,15 @@ def flag_name(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def check_no_duplicates(args: argparse.Namespace) -> None:
-    """Refuse a grid axis that lists one value twice (``--lr 1e-3 0.001``)."""
+def check_flag_pairs(args: argparse.Namespace) -> None:
+    """Refuse common flags that cannot work together, and a grid axis that lists one
+    value twice (``--lr 1e-3 0.001``, which would train the same point twice)."""
+    if getattr(args, "checkpoint", None) is not None and not getattr(args, "eval_only", False):
+        raise UserError("--checkpoint is read only with --eval-only; add --eval-only, or drop "
+                        "--checkpoint (training writes RUN_DIR/final.pt)")
+    if getattr(args, "eval_only", False) and getattr(args, "resume", False):
+        raise UserError("--eval-only trains nothing, so --resume has nothing to continue; "
+                        "give one of them")
     for dest in GRID_AXES:
         values = getattr(args, dest, None) or []
         seen = []
@@ -198,7 +205,7 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
             if name not in args._explicit:
                 setattr(args, name, value)
     try:
-        check_no_duplicates(args)
+        check_flag_pairs(args)
         return body(args)
     except UserError as error:
         _fail(parser, str(error))

@@ -102,6 +102,8 @@ def check_sizes(args: argparse.Namespace, arrays: dict) -> None:
     """Refuse sizes the data cannot give, before anything is written. --quick's own
     sizes (not given on the command line) shrink to fit a small data set instead."""
     explicit = getattr(args, "_explicit", frozenset())
+    if args.shift >= 28:
+        raise UserError(f"--shift {args.shift} moves digits out of the 28-pixel image; give at most 27")
     n_train, n_test = len(arrays["train_images"]), len(arrays["test_images"])
     if args.quick and "val_size" not in explicit:
         args.val_size = min(500, n_train // 5)

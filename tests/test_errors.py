@@ -246,8 +246,10 @@ def test_a_grid_value_given_twice_is_refused(tmp_path, capsys, script, flags, na
     (["--device", "tpu"], "--device"),
     (["--n-sequences", "3"], "--n-sequences"),
     (["--length", "20"], "--length"),
+    (["--checkpoint", "model.pt"], "--checkpoint"),
+    (["--eval-only", "--resume"], "--resume"),
 ])
-def test_toy_flags_against_the_data(tmp_path, capsys, flags, named):
+def test_toy_flags_against_the_data_and_each_other(tmp_path, capsys, flags, named):
     refused(capsys, lambda: toy_main(tmp_path / "run", *flags), named, untouched=[tmp_path])
     assert list(tmp_path.iterdir()) == []
 
@@ -256,6 +258,7 @@ def test_toy_flags_against_the_data(tmp_path, capsys, flags, named):
     (["--val-size", "40"], "--val-size"),
     (["--val-size", "10", "--train-limit", "31"], "--train-limit"),
     (["--test-limit", "21"], "--test-limit"),
+    (["--shift", "28"], "--shift"),
 ])
 def test_mnist_sizes_against_the_data(tmp_path, capsys, flags, named):
     data = write_mnist(tmp_path / "mnist", n_train=40, n_test=20)
@@ -392,3 +395,33 @@ def test_shared_corrupt_deflate_case(tmp_path, capsys):
             "corrupt compressed data", untouched=[data])
     assert not (tmp_path / "out").exists()
     assert shared_data is not None
+
+
+def test_eval_only_data_path_given_or_taken_from_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """The S&P script's --data: a path that differs from the checkpoint's is refused,
+    the same file spelled otherwise is accepted, and no --data takes the checkpoint's."""
+    import experiment
+    from cli import explicit_flags
+    stored = tmp_path / "prices.csv"
+    stored.write_text("x\n")
+    checkpoint = {"run_config": {"data": str(stored), "window": 20, "tickers": ["AMZN", "GOOGL"]}}
+    monkeypatch.setattr(experiment, "load_checkpoint", lambda path: checkpoint)
+    monkeypatch.setattr(experiment, "model_from_checkpoint", lambda ckpt, device: "model")
+    parser = lstm_ae_snp500.build_parser()
+
+    def load(*argv):
+        args = parser.parse_args(list(argv))
+        args._explicit = explicit_flags(parser, list(argv))
+        experiment.load_for_evaluation(args, torch.device("cpu"), ("data", "window", "tickers"),
+                                       tmp_path / "final.pt")
+        return args
+    with pytest.raises(UserError, match=r"--data .*prices.csv, not .*other.csv"):
+        load("--data", str(tmp_path / "other.csv"))
+    monkeypatch.chdir(tmp_path)
+    assert load("--data", "./prices.csv", "--tickers", "AMZN", "GOOGL").window == 20
+    capsys.readouterr()
+    args = load("--window", "20")
+    assert args.data == str(stored)
+    assert "using the checkpoint's data flags: --data " in capsys.readouterr().out
+    with pytest.raises(UserError, match="--tickers AMZN GOOGL, not AMZN"):
+        load("--tickers", "AMZN")
