@@ -103,7 +103,8 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick:
                        help="seed of model initialisation and batch order (default: 0)")
     train.add_argument("--resume", action="store_true",
                        help="skip grid points already in the grid CSV and continue the final "
-                            "training from its checkpoint (default: start afresh)")
+                            "training from its checkpoint; a run of other data is refused "
+                            "(default: start afresh)")
     run = parser.add_argument_group("device and outputs")
     run.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                      help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")
