@@ -23,7 +23,7 @@ import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
 from cli import REPO_ROOT, run_main
-from conftest import shared_data, write_mnist
+from conftest import write_mnist
 from experiment import default_output_dirs, prepare_run
 from io_utils import (MAX_MESSAGE, DataError, UserError, atomic_path, one_line, reading,
                       remove_stale_temp_files)
@@ -394,7 +394,6 @@ def test_shared_corrupt_deflate_case(tmp_path, capsys):
     refused(capsys, lambda: mnist_main(data, tmp_path / "out"), "t10k-images-idx3-ubyte.gz",
             "corrupt compressed data", untouched=[data])
     assert not (tmp_path / "out").exists()
-    assert shared_data is not None
 
 
 def test_eval_only_data_path_given_or_taken_from_the_checkpoint(tmp_path, monkeypatch, capsys):
