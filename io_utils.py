@@ -96,8 +96,14 @@ def reading(path: Path, what: str = "file", fix: str = "replace it with a good c
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    Raises UserError (before the block runs) when a folder already has the name.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: a folder has that name; move it away "
+                        "or choose another output folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:

@@ -424,3 +424,13 @@ def test_eval_only_data_path_given_or_taken_from_the_checkpoint(tmp_path, monkey
     assert "using the checkpoint's data flags: --data " in capsys.readouterr().out
     with pytest.raises(UserError, match="--tickers AMZN GOOGL, not AMZN"):
         load("--tickers", "AMZN")
+
+
+def test_output_name_taken_by_a_folder_is_refused(tmp_path):
+    """A folder where an output file should go: one clear error, the folder left as it was."""
+    taken = tmp_path / "grid.csv"
+    taken.mkdir()
+    with pytest.raises(UserError, match="a folder has that name"):
+        with atomic_path(taken) as tmp:
+            tmp.write_text("x")
+    assert taken.is_dir() and list(tmp_path.iterdir()) == [taken]
