@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from io_utils import UserError
 from models import DEVICE_CHOICES
+from run_info import note_command
 from training import LR_SCHEDULES, OPTIMIZERS, PRECISIONS
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -146,6 +147,7 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
     With --quick, the ``quick`` values replace the defaults of flags not given.
     """
     args = parser.parse_args(argv)
+    note_command(parser.prog, argv)  # provenance for results.json (run_info.py)
     if getattr(args, "quick", False) and quick:
         for name, value in quick.items():
             if getattr(args, name) == parser.get_default(name):
