@@ -200,12 +200,15 @@ def run_rows(results: dict) -> list[str]:
     add_value("chosen configuration", "chosen_config")
     add_value("epochs of the final training", "epochs", "int")
     if is_number(results.get("seconds_per_epoch")):
-        add_value("seconds per epoch", "seconds_per_epoch", "s")
+        add_value("seconds per epoch, final training", "seconds_per_epoch", "s")
     elif is_number(results.get("train_seconds")) and results.get("epochs"):
-        add("seconds per epoch", format_number(results["train_seconds"] / results["epochs"], "s"),
+        add("seconds per epoch, final training",
+            format_number(results["train_seconds"] / results["epochs"], "s"),
             ["train_seconds` / `epochs"])
     add_value("samples per second", "samples_per_s", "mse")
-    add_value("wall-clock of the whole command", "provenance.wall_clock_s", "s")
+    resumed = "--resume" in (lookup(results, "provenance.argv") or [])
+    add_value("wall-clock of the last, resumed process" if resumed else
+              "wall-clock of the whole command", "provenance.wall_clock_s", "s")
     add_value("machine", "provenance.machine.summary")
     if isinstance(results.get("device"), str) and isinstance(results.get("precision"), str):
         add("device, precision", f"{results['device']}, {results['precision']}",
