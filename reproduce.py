@@ -157,11 +157,12 @@ def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[st
             folder = stand_in_mnist(out / "data" / "mnist")
             found["mnist"] = ["--data-dir", shown(folder), "--no-download"]
     if "sp500" in kinds:
+        from snp500_data import KAGGLE_FILE    # the script's default file
         data = args.data
         if data is None and args.quick:
             data = stand_in_prices(out / "data" / "prices.csv")
-        elif data is None and (REPO_ROOT / "data" / "SP 500 Stock Prices 2014-2017.csv").exists():
-            data = REPO_ROOT / "data" / "SP 500 Stock Prices 2014-2017.csv"
+        elif data is None and (REPO_ROOT / "data" / KAGGLE_FILE).exists():
+            data = REPO_ROOT / "data" / KAGGLE_FILE
         if data is None:
             others = " ".join(p.name for p in parts if p.data != "sp500")
             raise UserError("the snp500 part needs the S&P 500 daily prices CSV: pass --data PATH "

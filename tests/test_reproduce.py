@@ -191,7 +191,8 @@ def test_part_state(tmp_path):
 
 
 def test_missing_sp500_data_is_asked_for_in_one_line(tmp_path, capsys):
-    if (REPO_ROOT / "data" / "SP 500 Stock Prices 2014-2017.csv").exists():
+    from snp500_data import KAGGLE_FILE
+    if (REPO_ROOT / "data" / KAGGLE_FILE).exists():
         pytest.skip("this checkout has the default S&P 500 file")
     with pytest.raises(SystemExit) as exit_info:
         reproduce.main(["--parts", "toy", "snp500", "--out", str(tmp_path)])
