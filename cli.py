@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from io_utils import UserError, one_line
 from models import DEVICE_CHOICES
+from run_info import note_command
 from training import LR_SCHEDULES, OPTIMIZERS, PRECISIONS
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -201,6 +202,7 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
     parser.error = lambda message: _fail(parser, f"{message} (see --help)")
     args = parser.parse_args(argv)
     args._explicit = explicit_flags(parser, argv)
+    note_command(parser.prog, argv)  # provenance for results.json (run_info.py)
     if getattr(args, "quick", False) and quick:
         for name, value in quick.items():
             if name not in args._explicit:

@@ -35,6 +35,7 @@ from io_utils import UserError, write_json
 from mnist_data import acquire_mnist, load_mnist, mnist_splits, random_shift
 from models import CLASSIFIER_INPUTS, INITS
 from grid_search import grid_summary
+from run_info import run_provenance
 from plotting import plot_curves, plot_digits, plot_history
 from training import TrainConfig, evaluate, predict, to_device
 
@@ -194,6 +195,7 @@ def run(args: argparse.Namespace) -> dict:
         "n_test": len(splits["test"]["x"]), "device": str(device), "precision": precision,
         "threads": torch.get_num_threads(),
     }
+    results["provenance"] = run_provenance()  # command, code, machine, date
     write_json(run_dir / "results.json", results)
     accuracy = "n/a" if test.get("accuracy") is None else f"{100 * test['accuracy']:.2f}%"
     print(f"\nchosen config: {chosen}\ntest accuracy: {accuracy}   test reconstruction MSE: "

@@ -43,6 +43,7 @@ from cli import REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, p
 from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                         search_then_train)
 from io_utils import UserError, write_json
+from run_info import run_provenance
 from plotting import (plot_curves, plot_error_by_horizon, plot_forecast, plot_history,
                       plot_reconstructions, plot_series)
 from snp500_data import (KAGGLE_FILE, make_windows, minmax_scale, pivot_prices, read_prices,
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace) -> dict:
                        "by_horizon_scaled": {name: {h: float(v[h - 1]) for h in HORIZONS_REPORTED
                                                     if h <= len(v)} for name, v in horizon.items()}},
     }
+    results["provenance"] = run_provenance()  # command, code, machine, date
     write_json(run_dir / "results.json", results)
     print_summary(results, run_dir, figures)
     return results

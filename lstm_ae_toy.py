@@ -28,6 +28,7 @@ from io_utils import UserError, write_json
 from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                         search_then_train)
 from grid_search import grid_summary
+from run_info import run_provenance
 from plotting import plot_curves, plot_reconstructions, plot_series
 from splits import split_indices
 from toy_data import baseline_mse, generate_toy_sequences
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> dict:
         "grid": grid_summary(grid_rows),
         "device": str(device), "precision": precision,
     }
+    results["provenance"] = run_provenance()  # command, code, machine, date
     write_json(run_dir / "results.json", results)
     print(f"\nchosen config: {chosen}\ntest MSE: {results['test_mse']:.5f}   baselines: "
           f"per-step train mean {baselines['per_step_train_mean']:.5f}, "

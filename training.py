@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import random
 import sys
 import time
@@ -26,6 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from io_utils import UserError, atomic_path, read_error_message
 from models import LSTMAutoencoder
@@ -277,32 +279,41 @@ def _cpu_state(model: torch.nn.Module) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# Progress: a line per epoch; a live bar within long epochs on a terminal
+# Progress: a line per epoch; a tqdm bar within each epoch on a terminal
 # ----------------------------------------------------------------------------
 
 class EpochProgress:
-    """Draws ``label epoch 3/20 [#####.....] 51%`` on stderr, only on a terminal."""
+    """A tqdm bar within one epoch on stderr: batches done, rate, time left in the
+    epoch, the loss, and the time left in the whole training (this epoch's pace
+    times the epochs still to come). Drawn only on a terminal and only in the
+    main process (grid workers share the terminal); otherwise silent, and the
+    one line per epoch that ``fit`` logs is the progress."""
 
     def __init__(self, label: str, epoch: int, epochs: int, total_batches: int):
-        self.enabled = sys.stderr.isatty()
-        self.prefix = f"{label}epoch {epoch}/{epochs}"
-        self.total = total_batches
-        self.last_draw = time.monotonic()
+        enabled = sys.stderr.isatty() and multiprocessing.parent_process() is None
+        self.total, self.epochs_after = total_batches, epochs - epoch
+        self.done, self.last_postfix = 0, 0.0
+        self.bar = tqdm(total=total_batches, desc=f"{label}epoch {epoch}/{epochs}",
+                        unit="batch", leave=False, disable=not enabled, file=sys.stderr,
+                        mininterval=0.5, dynamic_ncols=True)
 
     def update(self, done: int, loss: Callable[[], float]) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last_draw < 0.5:
+        """``done`` batches finished so far; ``loss()`` (read at most twice a second,
+        since it waits for the device) is the latest batch's loss."""
+        if self.bar.disable:
             return
-        self.last_draw = now
-        filled = int(30 * done / self.total)
-        sys.stderr.write(f"\r{self.prefix} [{'#' * filled}{'.' * (30 - filled)}] "
-                         f"{100 * done / self.total:3.0f}%  loss {loss():.5f}")
-        sys.stderr.flush()
+        now = time.monotonic()
+        if now - self.last_postfix >= 0.5:
+            self.last_postfix = now
+            per_batch = self.bar.format_dict["elapsed"] / max(done, 1)
+            left = per_batch * (self.total - done + self.epochs_after * self.total)
+            self.bar.set_postfix_str(f"loss {loss():.5f}, training ~{tqdm.format_interval(left)} "
+                                     "left", refresh=False)
+        self.bar.update(done - self.done)
+        self.done = done
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        self.bar.close()
 
 
 def format_epoch(label: str, row: dict, epochs: int) -> str:

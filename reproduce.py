@@ -1,0 +1,275 @@
+"""Regenerate the report with one command: every part's documented command in
+order (toy, MNIST row by row, MNIST pixel by pixel, S&P 500), then RESULTS.md
+from their results.json files.
+
+    python reproduce.py --data path/to/prices.csv.gz   # everything (about 1.5 h on 2 CPU cores)
+    python reproduce.py --parts toy mnist_row          # a subset
+    python reproduce.py --quick                        # a smoke run of all of it into runs/quick/
+    python reproduce.py --page-only                    # rewrite RESULTS.md from the results as they are
+
+Each part runs as its own process (``sys.executable SCRIPT ...``). A part whose
+results.json was written by the same command and the same code
+(run_info.code_version) is skipped; ``--force`` reruns it. A part that was
+started but did not finish continues with the script's ``--resume``.
+``--quick`` runs each script's ``--quick`` on small stand-in data (synthetic
+digits and prices) unless LSTM_AE_MNIST_DIR / --data give the real data; it
+writes under --out (default runs/quick/, ignored by git), never to figures/ or
+RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from io_utils import UserError, write_bytes_atomic, write_json, write_text_atomic
+from results_page import PageEntry, write_page
+from run_info import code_version, comparable_argv
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str            # also the folder under runs/ (the script's default --run-dir)
+    title: str
+    script: str
+    args: tuple          # the documented command's flags (README)
+    quick_args: tuple    # what --quick runs
+    data: str = ""       # "mnist", "sp500" or "" (generated)
+    minutes: int = 0     # wall-clock of its last measured run on 2 CPU cores (README), for estimates
+
+
+# The one table of the documented commands; the README points here.
+PIXEL = ("--input", "pixel", "--hidden-size", "64", "--batch-size", "32", "--lr", "1e-3",
+         "--epochs", "7", "--shift", "0", "--init", "orthogonal", "--reverse-output", "--chrono",
+         "--standardize-input")
+PARTS = (
+    Part("toy", "Part 1: synthetic signals", "lstm_ae_toy.py", (),
+         ("--quick", "--workers", "1"), minutes=14),
+    Part("mnist_row", "Part 2: MNIST, row by row", "lstm_ae_mnist.py", (), ("--quick",),
+         "mnist", 15),
+    Part("mnist_pixel", "Part 2: MNIST, pixel by pixel", "lstm_ae_mnist.py", PIXEL,
+         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 44),
+    Part("snp500", "Part 3: S&P 500", "lstm_ae_snp500.py", (), ("--quick", "--workers", "1"),
+         "sp500", 13),
+)
+PART_NAMES = tuple(part.name for part in PARTS)
+QUICK_OUT = REPO_ROOT / "runs" / "quick"
+QUICK_NOTE = ("**Smoke run** (`python reproduce.py --quick`): tiny models, few epochs, on stand-in "
+              "data unless real data were given. These are not the report's numbers.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=Path(__file__).name,
+        description="Run every part's documented command in order and write RESULTS.md from "
+                    "their results.json files.")
+    parser.add_argument("--parts", nargs="+", choices=PART_NAMES, default=list(PART_NAMES),
+                        help=f"parts to run, always in this order (default: all: {' '.join(PART_NAMES)})")
+    parser.add_argument("--data", type=Path, default=os.environ.get("LSTM_AE_SP500_CSV"),
+                        help="S&P 500 daily prices CSV for the snp500 part "
+                             "(default: $LSTM_AE_SP500_CSV)")
+    parser.add_argument("--quick", action="store_true",
+                        help="each script's --quick on stand-in data, into --out (default: off)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of RESULTS.md, figures/ and runs/<part>/ (default: the "
+                             "repository; with --quick runs/quick/, ignored by git)")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun parts whose results are current (default: skip them)")
+    parser.add_argument("--page-only", action="store_true",
+                        help="run nothing; write RESULTS.md from the results there are (default: off)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="passed to every script as --threads (default: not passed)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="passed to every script: no per-epoch lines (default: off)")
+    return parser
+
+
+def shown(path: Path) -> str:
+    """A path as commands show it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def documented(part: Part, quick: bool) -> str:
+    args = part.quick_args if quick else part.args
+    tail = " --data PATH/TO/prices.csv.gz" if part.data == "sp500" else ""
+    return " ".join(["python", part.script, *args]) + tail
+
+
+# ----------------------------------------------------------------------------
+# Data: found, asked for, or (--quick) a stand-in
+# ----------------------------------------------------------------------------
+
+def stand_in_mnist(folder: Path, n_train: int = 1000, n_test: int = 200) -> Path:
+    """MNIST-shaped IDX files (.gz): each digit a bright bar in its own row band on noise."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
+        for k, label in enumerate(labels):
+            images[k, 2 + 2 * label:4 + 2 * label, 4:24] = 255
+        for kind, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            path = folder / f"{prefix}-{kind}.gz"
+            if not path.exists():
+                write_bytes_atomic(path, gzip.compress(header + array.tobytes(), mtime=0))
+    return folder
+
+
+def stand_in_prices(path: Path, n_stocks: int = 14, n_days: int = 220) -> Path:
+    """Random-walk daily prices in the Kaggle symbol layout (AMZN, GOOGL and S00..)."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    tickers = ["AMZN", "GOOGL"] + [f"S{k:02d}" for k in range(n_stocks - 2)]
+    dates = np.busday_offset("2016-01-04", np.arange(n_days), roll="forward")
+    close = 50 * np.exp(np.cumsum(rng.normal(0.0005, 0.02, (n_stocks, n_days)), axis=1))
+    lines = ["symbol,date,open,high,low,close,volume"]
+    for s, ticker in enumerate(tickers):
+        for d, date in enumerate(dates):
+            c = close[s, d]
+            lines.append(f"{ticker},{date},{c:.4f},{c * 1.01:.4f},{c * 0.99:.4f},{c:.4f},1000")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
+    """The data flags per data kind; one clear line when data the parts need are missing."""
+    kinds = {part.data for part in parts}
+    found: dict[str, list[str]] = {"": []}
+    if "mnist" in kinds:
+        found["mnist"] = []                 # the script fetches MNIST or reads LSTM_AE_MNIST_DIR
+        if args.quick and not os.environ.get("LSTM_AE_MNIST_DIR"):
+            folder = stand_in_mnist(out / "data" / "mnist")
+            found["mnist"] = ["--data-dir", shown(folder), "--no-download"]
+    if "sp500" in kinds:
+        from snp500_data import KAGGLE_FILE    # the script's default file
+        data = args.data
+        if data is None and args.quick:
+            data = stand_in_prices(out / "data" / "prices.csv")
+        elif data is None and (REPO_ROOT / "data" / KAGGLE_FILE).exists():
+            data = REPO_ROOT / "data" / KAGGLE_FILE
+        if data is None:
+            others = " ".join(p.name for p in parts if p.data != "sp500")
+            raise UserError("the snp500 part needs the S&P 500 daily prices CSV: pass --data PATH "
+                            "or set LSTM_AE_SP500_CSV" + (f" (or run --parts {others})" if others else ""))
+        if not Path(data).is_file():
+            raise UserError(f"--data {data} does not exist: pass the S&P 500 daily prices CSV "
+                            "with --data PATH or LSTM_AE_SP500_CSV")
+        found["sp500"] = ["--data", shown(data)]
+    return found
+
+
+# ----------------------------------------------------------------------------
+# Running the parts
+# ----------------------------------------------------------------------------
+
+def part_argv(part: Part, args: argparse.Namespace, out: Path, data: dict) -> list[str]:
+    argv = [*(part.quick_args if args.quick else part.args), *data[part.data]]
+    if out.resolve() != REPO_ROOT:
+        argv += ["--run-dir", shown(out / "runs" / part.name), "--figures-dir", shown(out / "figures")]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return argv + (["--quiet"] if args.quiet else [])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def part_state(run_dir: Path, argv: list[str], version: str) -> str:
+    """'done' (results of this command and code), 'started' (begun, not finished) or 'new'."""
+    same = lambda record: (isinstance(record, dict) and record.get("code_version") == version  # noqa: E731
+                           and comparable_argv(record.get("argv", [])) == comparable_argv(argv))
+    if same(_read_json(run_dir / "results.json").get("provenance")):
+        return "done"
+    return "started" if same(_read_json(run_dir / "reproduce.json")) else "new"
+
+
+def minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    out = Path(args.out or (QUICK_OUT if args.quick else REPO_ROOT)).resolve()
+    if args.quick and out == REPO_ROOT:
+        raise UserError("--quick must not write over the committed figures/ and RESULTS.md; "
+                        "choose another --out")
+    parts = [part for part in PARTS if part.name in args.parts]
+    entries = [PageEntry(p.name, p.title, documented(p, args.quick),
+                         out / "runs" / p.name / "results.json", out / "figures") for p in PARTS]
+    page = out / "RESULTS.md"
+    note = QUICK_NOTE if args.quick else ""
+    if args.page_only:
+        write_page(page, entries, note)
+        print(f"wrote {page}")
+        return 0
+    data = data_args(parts, args, out)
+    version = code_version()
+    started, took = time.monotonic(), {}
+    for number, part in enumerate(parts, 1):
+        run_dir = out / "runs" / part.name
+        argv = part_argv(part, args, out, data)
+        state = "new" if args.force else part_state(run_dir, argv, version)
+        head = f"[reproduce {number}/{len(parts)}] {part.name}"
+        if state == "done":
+            print(f"{head}: results current (same command and code), skipped; --force reruns it",
+                  flush=True)
+            continue
+        if state == "started":
+            argv.append("--resume")
+        left = sum(p.minutes for p in parts[number - 1:] if p.name not in took)
+        estimate = "" if args.quick else (f" (its last measured run: {part.minutes} min on 2 CPU "
+                                          f"cores; parts still to run: about {left} min)")
+        print(f"{head}: python {part.script} {' '.join(argv)}{estimate}", flush=True)
+        write_json(run_dir / "reproduce.json", {"argv": argv, "code_version": version})
+        began = time.monotonic()
+        status = subprocess.run([sys.executable, part.script, *argv], cwd=REPO_ROOT).returncode
+        took[part.name] = time.monotonic() - began
+        write_page(page, entries, note)
+        if status != 0:
+            print(f"{Path(__file__).name}: error: part {part.name} failed (exit {status}, see "
+                  "above); fix it and run the same command again: finished parts are skipped, "
+                  "this one continues", file=sys.stderr)
+            return status
+        print(f"{head}: finished in {minutes(took[part.name])}", flush=True)
+    write_page(page, entries, note)
+    print(f"\nwrote {page} ({minutes(time.monotonic() - started)} in all"
+          + "".join(f"; {name} {minutes(s)}" for name, s in took.items()) + ")")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = run(args)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if status:
+        raise SystemExit(status)
+    return status
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Provenance of a run, stored in its results.json: the exact command, the code
+version, the machine, the PyTorch version, the date and the wall-clock.
+
+``cli.run_main`` calls :func:`note_command` when a script starts; the script
+adds ``results["provenance"] = run_provenance()`` before writing its results.
+``reproduce.py`` compares ``argv`` and ``code_version`` to decide whether a
+part's results are current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent
+# Files that do not change what a run computes: editing them keeps results current.
+NOT_CODE = ("reproduce.py", "results_page.py", "run_info.py")
+# Flags that do not change a run's results (--resume ends where an uninterrupted run would).
+NEUTRAL_FLAGS = ("--resume", "--quiet")
+
+_command: dict = {"prog": None, "argv": None, "started": time.monotonic()}
+
+
+def note_command(prog: str, argv: Optional[Sequence[str]]) -> None:
+    """Remember the script and its arguments (``None``: sys.argv[1:]), and start the clock."""
+    _command.update(prog=prog, argv=list(sys.argv[1:] if argv is None else argv),
+                    started=time.monotonic())
+
+
+def code_version(root: Path = REPO_ROOT) -> str:
+    """sha256 (first 16 hex digits) over the names and bytes of the project's
+    top-level .py files, except the reporting ones (NOT_CODE)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(root).glob("*.py")):
+        if path.name not in NOT_CODE:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def comparable_argv(argv: Sequence[str]) -> list[str]:
+    """argv without the flags that leave results unchanged (NEUTRAL_FLAGS)."""
+    return [a for a in argv if a not in NEUTRAL_FLAGS]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> dict:
+    """{'cpu', 'cores' (usable by this process), 'gpu' (CUDA device name or None), 'summary'}."""
+    import torch
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 0
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cpu = cpu_model()
+    summary = f"{cpu}, {cores} cores" + (f"; GPU {gpu}" if gpu else ", no GPU")
+    return {"cpu": cpu, "cores": cores, "gpu": gpu, "summary": summary}
+
+
+def run_provenance() -> dict:
+    """What results.json records about the run that wrote it:
+    command (shell text), argv (list), code_version, machine, torch and python
+    versions, date (UTC, when the results were written) and wall_clock_s
+    (seconds since the script parsed its flags; for a run continued with
+    --resume, the last process only)."""
+    import torch
+    prog = _command["prog"] or Path(sys.argv[0]).name
+    argv = _command["argv"] if _command["argv"] is not None else sys.argv[1:]
+    return {
+        "command": shlex.join(["python", prog, *argv]),
+        "argv": argv,
+        "code_version": code_version(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_clock_s": round(time.monotonic() - _command["started"], 1),
+    }
