@@ -156,12 +156,25 @@ def check_one_results_file(folder):
     return json.loads((run / "results.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def one_process_results(tmp_path_factory):
+    """Each script's quick run in one process, computed once for both launchers."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            folder = tmp_path_factory.mktemp(name)
+            module, flags, numbers = script_args(name, folder, "one")
+            cache[name] = numbers(module.main(flags + ["--workers", "1"]))
+        return cache[name]
+    return get
+
+
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 @pytest.mark.parametrize("how", ["procs", "torchrun"])
-def test_scripts_under_two_processes_match_one(name, how, tmp_path):
-    module, flags, numbers = script_args(name, tmp_path, "one")
-    one = module.main(flags + ["--workers", "1"])
-    module, flags, _ = script_args(name, tmp_path, "two")
+def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_results):
+    one = one_process_results(name)
+    module, flags, numbers = script_args(name, tmp_path, "two")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
     script = REPO_ROOT / f"{module.__name__}.py"
     if how == "procs":
@@ -174,7 +187,7 @@ def test_scripts_under_two_processes_match_one(name, how, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("results: ") == 1          # rank 0 alone prints the summary
     two = check_one_results_file(tmp_path / "two")
-    for a, b in zip(numbers(one), numbers(two)):
+    for a, b in zip(one, numbers(two)):
         assert b == pytest.approx(a, rel=0.02)
     if name == "toy":  # the grid's two points went to the two ranks; rank 0 wrote the CSV
         rows = (tmp_path / "two" / "run" / "grid.csv").read_text().splitlines()
