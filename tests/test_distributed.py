@@ -17,41 +17,12 @@ import lstm_ae_toy
 from conftest import REPO_ROOT, is_png, no_temp_files, write_mnist, write_prices_csv
 from io_utils import UserError
 from models import LSTMAutoencoder
-from training import TrainConfig, fit, load_checkpoint, setup_runtime, to_device
-from toy_data import generate_toy_sequences
+from training import fit, load_checkpoint, to_device
+from dist_entries import CONFIG, crash_entry, toy_data, train_entry
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this PyTorch has no torch.distributed")
-
-
-class Interrupt(Exception):
-    pass
-
-
-def toy_data():
-    x, _ = generate_toy_sequences(70, 36, seed=4)
-    x = x[:, :, None]
-    return {"train": {"x": x[:50]}, "val": {"x": x[50:60]}, "test": {"x": x[60:]}}
-
-
-# 50 rows in global batches of 15: the last batch of 5 splits 3 + 2 over two ranks.
-CONFIG = TrainConfig(epochs=4, batch_size=15, lr=1e-2, clip=0.5, seed=5)
-
-
-def train_entry(stop_at_epoch=None, checkpoint=None, resume=False):
-    """One rank of a data-parallel fit (run by distributed.launch): its final weights."""
-    setup_runtime(1)
-    distributed.init_process_group(CPU)
-    torch.manual_seed(0)
-    model = LSTMAutoencoder(1, 6)
-
-    def log(line):
-        if stop_at_epoch and f"epoch   {stop_at_epoch}/" in line:
-            raise Interrupt(f"stopped at epoch {stop_at_epoch}")
-    fit(model, to_device(toy_data(), CPU), CONFIG, CPU, checkpoint_path=checkpoint,
-        resume=resume, log=log)
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def close(a: dict, b: dict, rtol: float) -> bool:
@@ -84,15 +55,6 @@ def test_two_processes_equal_one_then_resume_equals_uninterrupted(tmp_path):
     resumed = distributed.launch(train_entry, 2, None, path, True)
     assert all(torch.equal(resumed[k], both[k]) for k in both)
     assert load_checkpoint(path)["epoch"] == 4
-
-
-def crash_entry():
-    setup_runtime(1)
-    distributed.init_process_group(CPU)
-    if distributed.rank() == 1:
-        os._exit(3)               # dies without a word
-    torch.distributed.barrier()   # rank 0 would wait here for ever
-    return "never"
 
 
 def test_a_rank_that_dies_ends_the_run_with_one_line():
