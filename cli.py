@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+import distributed
 from io_utils import UserError, one_line
 from models import DEVICE_CHOICES
 from run_info import note_command
@@ -57,6 +58,13 @@ def fraction(text: str) -> float:
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def procs_value(text: str) -> str:
+    """--procs: 'auto' or a whole number of at least 1 (kept as text)."""
+    if text.lower() == "auto":
+        return "auto"
+    return str(positive_int(text))
 
 
 def clip_value(text: str) -> Optional[float]:
@@ -114,6 +122,10 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick:
                           f"natively (default: {precision})")
     run.add_argument("--threads", type=positive_int, default=None,
                      help="CPU threads for training (default: PyTorch's choice, all cores)")
+    run.add_argument("--procs", type=procs_value, default="1",
+                     help="data-parallel training processes on this machine: a number, or auto "
+                          "(one per GPU; on a CPU one one-thread process per core); 1 is one "
+                          "process; under torchrun the launcher decides (default: 1)")
     run.add_argument("--workers", type=positive_int, default=workers,
                      help="grid points trained in parallel on the CPU, one thread each "
                           f"(default: {workers})")
@@ -209,9 +221,13 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
                 setattr(args, name, value)
     try:
         check_flag_pairs(args)
-        return body(args)
+        return distributed.run(body, args)
     except UserError as error:
-        _fail(parser, str(error))
+        if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line
+            _fail(parser, str(error))
+        raise SystemExit(2) from None
+    finally:
+        distributed.shutdown()
 
 
 def args_as_dict(args: argparse.Namespace) -> dict:

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+import distributed
 from cli import REPO_ROOT, flag_name
 from io_utils import UserError, ensure_writable_dir, reading, remove_stale_temp_files
 from grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
@@ -29,6 +30,12 @@ class RunContext:
     precision: str
     figures: Path
     run_dir: Path
+    layout: distributed.Layout = distributed.Layout()
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): the one that writes figures and results."""
+        return self.layout.is_main
 
 
 def default_output_dirs(experiment: str, quick: bool) -> tuple[Path, Path]:
@@ -43,19 +50,23 @@ def default_output_dirs(experiment: str, quick: bool) -> tuple[Path, Path]:
 
 
 def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
-    """Runtime set-up (first, before any tensor work), device, precision, and output
-    folders proven writable before anything is trained. Creates no folder (the
-    first write does), and removes the temporary files killed runs left in them."""
-    setup_runtime(args.threads)
+    """Runtime set-up (first, before any tensor work: flush denormals, threads per
+    process), device, the process group under data parallelism, precision, and
+    output folders proven writable before anything is trained. Creates no folder
+    (the first write does), and removes the temporary files killed runs left in them."""
+    setup_runtime(distributed.threads_per_process(args.threads))
     figures, run_dir = default_output_dirs(experiment, getattr(args, "quick", False))
     args.figures_dir = args.figures_dir or figures
     args.run_dir = args.run_dir or run_dir
     device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    layout = distributed.init_process_group(device)
+    precision = resolve_precision(args.precision, device, torch.get_num_threads(),
+                                  max(1, min(args.batch_size) // layout.world_size))
     ctx = RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
-                     ensure_writable_dir(args.run_dir, "results"))
-    for folder in (ctx.figures, ctx.run_dir):
-        remove_stale_temp_files(folder)
+                     ensure_writable_dir(args.run_dir, "results"), layout)
+    if ctx.is_main:
+        for folder in (ctx.figures, ctx.run_dir):
+            remove_stale_temp_files(folder)
     return ctx
 
 
@@ -107,7 +118,8 @@ def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits:
                         run_config, data_flags)
     if len(points) > 1:
         log(f"grid search: {len(points)} configurations x {args.grid_epochs} epochs, "
-            f"{args.workers} worker(s)")
+            + (f"{distributed.world_size()} processes" if distributed.data_parallel()
+               else f"{args.workers} worker(s)"))
         rows = grid_search(points, splits, tensors, device, run_dir / "grid.csv", data_tag,
                            resume=args.resume, workers=args.workers, quiet=args.quiet, log=log,
                            augment=augment)

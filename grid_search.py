@@ -9,6 +9,10 @@ validation loss: the test split is never looked at here.
 
 On the CPU, small models train faster as several one-thread processes than as
 one process using every core (``workers``), so points may run in parallel.
+Under data-parallel training (``--procs N`` or torchrun) the points are spread
+over the ranks instead: in rounds of N, each point trained whole by one rank
+(not data-parallel), the finished rows gathered after each round and the CSV
+written by rank 0 alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+import distributed
 from io_utils import write_text_atomic
 from models import LSTMAutoencoder
 from training import Augment, TrainConfig, fit, set_seed, setup_runtime, to_device
@@ -158,7 +163,10 @@ def grid_search(points: list[GridPoint], splits: dict, tensors: dict, device: to
     ``data_tag`` names the data and augmentation: rows of another tag are not resumed.
     """
     csv_path = Path(csv_path)
-    done = {row["key"]: row for row in read_grid_csv(csv_path)} if resume else {}
+    main = distributed.is_main()
+    log = log if main else (lambda line: None)
+    done = distributed.broadcast_from_main(
+        lambda: {row["key"]: row for row in read_grid_csv(csv_path)} if resume else {})
     rows_by_key: dict[str, dict] = {}
     todo = []
     for number, point in enumerate(points, 1):
@@ -173,15 +181,32 @@ def grid_search(points: list[GridPoint], splits: dict, tensors: dict, device: to
     def finished(number: int, point: GridPoint, key: str, outcome: dict) -> None:
         rows_by_key[key] = {"key": key, "label": point.label, **point.params, **outcome}
         ordered = [rows_by_key[p.key(data_tag)] for p in points if p.key(data_tag) in rows_by_key]
-        _write_csv(csv_path, ordered)
+        if main:
+            _write_csv(csv_path, ordered)
         log(f"grid {number}/{len(points)} {point.label}: best val {outcome['best_val_loss']:.5f} "
             f"at epoch {outcome['best_epoch']} ({outcome['seconds']:.0f}s)")
 
     # Start the CSV with what is already known: nothing, or the rows resumed.
-    _write_csv(csv_path, [rows_by_key[p.key(data_tag)] for p in points
-                          if p.key(data_tag) in rows_by_key])
+    if main:
+        _write_csv(csv_path, [rows_by_key[p.key(data_tag)] for p in points
+                              if p.key(data_tag) in rows_by_key])
     parallel = workers > 1 and device.type == "cpu" and len(todo) > 1
-    if parallel:
+    if distributed.data_parallel():
+        ranks, me = distributed.world_size(), distributed.rank()
+        for start in range(0, len(todo), ranks):
+            mine = todo[start + me] if start + me < len(todo) else None
+            outcome = None
+            if mine is not None:
+                number, point, key = mine
+                with distributed.local():
+                    outcome = _train_point(point, tensors, str(device), f"[{point.label}] ",
+                                           quiet or not main, augment)
+            for gathered in distributed.all_gather_object(
+                    None if mine is None else (mine[0], mine[2], outcome)):
+                if gathered is not None:
+                    number, key, outcome = gathered
+                    finished(number, points[number - 1], key, outcome)
+    elif parallel:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
                                  initializer=_init_worker, initargs=(splits, 1)) as pool:

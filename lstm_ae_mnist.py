@@ -166,12 +166,14 @@ def run(args: argparse.Namespace) -> dict:
                                     augment=augment, data_flags=DATA_FLAGS + ("shift",))
         model, train_config, history = trained.model, trained.point.train_config, trained.fit.history
         chosen, grid_rows = trained.point.label, trained.grid_rows
-        if grid_rows:
+        if grid_rows and ctx.is_main:
             plot_curves({row["label"]: row["val_curve"] for row in grid_rows},
                         figures / f"fig2_1_{prefix}_grid.png",
                         f"MNIST {args.input} by {args.input}: validation loss of each configuration")
 
     test = evaluate(model, tensors["test"], train_config, device)
+    if not ctx.is_main:  # the test split shared among the ranks above; rank 0 writes
+        return {}
     shown = tensors["test"]["x"][:8]
     rebuilt = predict(model, shown, device, precision)["reconstruction"]
     plot_digits(shown.cpu().numpy().reshape(-1, 28, 28), rebuilt.reshape(-1, 28, 28),

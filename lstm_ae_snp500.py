@@ -123,9 +123,10 @@ def run(args: argparse.Namespace) -> dict:
           f"{len(split['val'])} validation, {len(split['test'])} test stocks")
     if args.window >= len(dates):
         raise UserError(f"--window {args.window} must be shorter than the {len(dates)} trading days")
-    plot_series([prices[tickers.index(t)] for t in args.tickers], args.tickers,
-                figures / "fig3_1_snp500_daily_high.png", f"Daily {args.field} price",
-                xlabel="date", ylabel=f"{args.field} (USD)", x=dates)
+    if ctx.is_main:  # rank 0 alone writes (data-parallel runs)
+        plot_series([prices[tickers.index(t)] for t in args.tickers], args.tickers,
+                    figures / "fig3_1_snp500_daily_high.png", f"Daily {args.field} price",
+                    xlabel="date", ylabel=f"{args.field} (USD)", x=dates)
 
     whole_scaled, whole_scale = minmax_scale(prices)            # the report's scaling
     half = len(dates) // 2
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
                                  device, data_tag, run_config, checkpoint_name="final_prediction.pt")
         recon_model, pred_model = recon.model, pred.model
         chosen, grid_rows, pred_history = recon.point.label, recon.grid_rows, pred.fit.history
-        if grid_rows:
+        if grid_rows and ctx.is_main:
             plot_curves({row["label"]: row["val_curve"] for row in grid_rows},
                         figures / "fig3_grid_validation_curves.png",
                         f"S&P 500 grid search: validation MSE over {args.grid_epochs} epochs")
@@ -156,6 +157,8 @@ def run(args: argparse.Namespace) -> dict:
         chosen, grid_rows = recon_ckpt["run_config"].get("chosen_config"), []
         pred_history = pred_ckpt["history"]
 
+    if not ctx.is_main:  # training was the shared part; rank 0 evaluates and writes
+        return {}
     test = split["test"]
     test_names = [tickers[i] for i in test]
     # Reconstruction of whole test series, window by window.

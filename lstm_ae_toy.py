@@ -114,16 +114,18 @@ def run(args: argparse.Namespace) -> dict:
                                     data_flags=DATA_FLAGS)
         model, train_config, history = trained.model, trained.point.train_config, trained.fit.history
         chosen, grid_rows = trained.point.label, trained.grid_rows
-        if grid_rows:
+        if grid_rows and ctx.is_main:
             plot_curves({row["label"]: row["val_curve"] for row in grid_rows},
                         figures / "fig1_grid_validation_curves.png",
                         f"Toy grid search: validation MSE over {args.grid_epochs} epochs")
 
+    test_metrics = evaluate(model, tensors["test"], train_config, device)
+    if not ctx.is_main:  # the test split shared among the ranks above; rank 0 writes
+        return {}
     # Figures only now: a refused --resume or --eval-only has written nothing.
     examples = splits["train"]["x"][:3, :, 0]
     plot_series(list(examples), [f"sequence {i + 1}" for i in range(3)],
                 figures / "fig1_1_toy_examples.png", "Three synthetic signals")
-    test_metrics = evaluate(model, tensors["test"], train_config, device)
     reconstruction = predict(model, tensors["test"]["x"][:2], device, precision)["reconstruction"]
     for number, (suffix, k) in enumerate((("a", 0), ("b", 1)), start=2):
         plot_reconstructions([splits["test"]["x"][k, :, 0]], [reconstruction[k, :, 0]],

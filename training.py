@@ -27,8 +27,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import distributed
 from io_utils import UserError, atomic_path, read_error_message
 from models import LSTMAutoencoder
 
@@ -107,8 +109,11 @@ def bf16_works_on(device: torch.device) -> bool:
     return _bf16_probe_cache[key]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 where the hardware runs it natively, else fp32."""
+def resolve_precision(precision: str, device: torch.device, threads: Optional[int] = None,
+                      batch_per_process: Optional[int] = None) -> str:
+    """``fp32``/``bf16`` as asked (bf16 only where an LSTM runs in it); ``auto`` by
+    the measured rule in ``distributed.choose_precision`` (threads per process and
+    batch per process; unknown: bf16 wherever it runs natively)."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
@@ -117,7 +122,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and not supported:
         raise UserError(f"--precision bf16 is not supported on this {device.type} "
                          "(no native bf16 LSTM); use --precision fp32 or auto")
-    return "bf16" if supported else "fp32"
+    if precision == "bf16":
+        return precision
+    return distributed.choose_precision(supported, device, threads, batch_per_process)
 
 
 def autocast(device: torch.device, precision: str):
@@ -165,26 +172,39 @@ def _summarise(sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
     return metrics
 
 
-def _accumulate(sums: dict, terms: dict, size: int) -> None:
+def _accumulate(sums: dict, terms: dict, size: int, weight: int = 1) -> None:
+    """Add a batch's mean terms times its size (counts times ``weight``, 0 or 1)."""
     for name, value in terms.items():
-        value = value.detach() if name == "correct" else value.detach() * size
+        value = value.detach() * weight if name == "correct" else value.detach() * size
         sums[name] = sums[name] + value if name in sums else value
 
 
 @torch.no_grad()
 def evaluate(model: LSTMAutoencoder, tensors: Tensors, config: TrainConfig,
              device: torch.device, batch_size: Optional[int] = None) -> dict[str, float]:
-    """Mean loss terms (and accuracy where labels exist) of a model on one split."""
+    """Mean loss terms (and accuracy where labels exist) of a model on one split.
+
+    Under data-parallel training (``distributed.data_parallel()``) every rank
+    evaluates its contiguous share of the rows and the sums are all-reduced, so
+    every rank gets the same numbers (README, "Data-parallel training", for the
+    measurement against evaluating on rank 0 alone).
+    """
     model.eval()
     n = len(tensors["x"])
     batch_size = batch_size or max(config.batch_size, 512)
+    rows = distributed.share(n) if distributed.data_parallel() else slice(0, n)
+    if rows.stop == rows.start:  # fewer rows than ranks: take part with zero weight
+        rows = slice(0, 1)
+        weight = 0
+    else:
+        weight = 1
     sums: dict[str, torch.Tensor] = {}
-    for start in range(0, n, batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in tensors.items()}
+    for start in range(rows.start, rows.stop, batch_size):
+        batch = {k: v[start:min(start + batch_size, rows.stop)] for k, v in tensors.items()}
         with autocast(device, config.precision):
             terms = loss_terms(model, batch, config)
-        _accumulate(sums, terms, len(batch["x"]))
-    return _summarise(sums, n)
+        _accumulate(sums, terms, len(batch["x"]) * weight, weight)
+    return _summarise(distributed.all_reduce_sums(sums), n)
 
 
 @torch.no_grad()
@@ -332,6 +352,41 @@ def format_epoch(label: str, row: dict, epochs: int) -> str:
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+class _NoProgress:
+    """EpochProgress's interface, drawing nothing (ranks other than 0)."""
+
+    def update(self, done: int, loss: Callable[[], float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _train_step_batch(train: Tensors, index: torch.Tensor, augment: Optional[Augment],
+                      augment_rng: torch.Generator, parallel: bool) -> tuple[Tensors, int]:
+    """The global batch ``index`` (augmented as a whole, so every rank draws the same
+    random numbers), then this rank's contiguous share of it under data parallelism.
+    Returns (batch, weight): weight 0 marks a stand-in row for a rank whose share is
+    empty (a last batch smaller than the number of ranks)."""
+    batch = {k: v.index_select(0, index) for k, v in train.items()}
+    if augment is not None:
+        batch["x"] = augment(batch["x"], augment_rng)
+    if not parallel:
+        return batch, 1
+    rows = distributed.share(len(index))
+    if rows.stop == rows.start:
+        return {k: v[:1] for k, v in batch.items()}, 0
+    return {k: v[rows] for k, v in batch.items()}, 1
+
+
+def _load_resume_state(checkpoint_path: Path, config: TrainConfig, model: LSTMAutoencoder) -> dict:
+    checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint["train_config"] != asdict(config) or checkpoint["model_args"] != model.model_args:
+        raise UserError(f"checkpoint {checkpoint_path} was made with other settings; "
+                         "run with the same flags, or without --resume to start afresh")
+    return checkpoint
+
+
 def fit(model: LSTMAutoencoder, data: dict[str, Tensors], config: TrainConfig,
         device: torch.device, checkpoint_path: Optional[Path] = None, resume: bool = False,
         run_config: Optional[dict] = None, log: Optional[Callable[[str], None]] = print,
@@ -340,12 +395,32 @@ def fit(model: LSTMAutoencoder, data: dict[str, Tensors], config: TrainConfig,
 
     With ``checkpoint_path`` a checkpoint is written after every epoch; with
     ``resume`` an existing one made with the same settings is continued, and the
-    run ends exactly where an uninterrupted one would (same seed, same machine).
-    ``augment(x, generator)``, if given, transforms each training batch's inputs
-    (which are also the reconstruction targets).
+    run ends exactly where an uninterrupted one would (same seed, same machine,
+    same number of processes). ``augment(x, generator)``, if given, transforms
+    each training batch's inputs (which are also the reconstruction targets).
+
+    Data parallel (``distributed.data_parallel()``, set up by ``distributed``):
+    the model is wrapped in DistributedDataParallel; every rank draws the same
+    permutation and takes its contiguous share of each global batch of
+    ``config.batch_size`` rows, its loss weighted by its share of the batch so
+    that the averaged gradient is the global batch's; the numbers then match one
+    process up to float rounding. Rank 0 alone logs and writes the checkpoint;
+    every rank resumes from rank 0's reading of it. Raises UserError when the
+    batch is smaller than the number of processes.
     """
     model.to(device)
     train, val = data["train"], data["val"]
+    parallel = distributed.data_parallel()
+    main = distributed.is_main() or not parallel
+    if parallel and config.batch_size < distributed.world_size():
+        raise UserError(f"batch size {config.batch_size} is smaller than the "
+                        f"{distributed.world_size()} processes; use a larger --batch-size or "
+                        "fewer --procs")
+    net: torch.nn.Module = model
+    if parallel:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index if device.index is not None
+                               else torch.cuda.current_device()] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, config)
     shuffle = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator().manual_seed(config.seed + 1)
@@ -355,49 +430,52 @@ def fit(model: LSTMAutoencoder, data: dict[str, Tensors], config: TrainConfig,
     result = FitResult()
     best_state = _cpu_state(model)
     start_epoch = 0
+    log = log if main else None
 
-    if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        checkpoint = load_checkpoint(checkpoint_path)
-        if checkpoint["train_config"] != asdict(config) or checkpoint["model_args"] != model.model_args:
-            raise UserError(f"checkpoint {checkpoint_path} was made with other settings; "
-                             "run with the same flags, or without --resume to start afresh")
-        model.load_state_dict(checkpoint["model_state"])
-        optimizer.load_state_dict(checkpoint["optimizer_state"])
-        shuffle.set_state(checkpoint["rng"]["shuffle"])
-        augment_rng.set_state(checkpoint["rng"]["augment"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        best_state = checkpoint["best_model_state"]
-        result = FitResult(checkpoint["history"], checkpoint["best_epoch"],
-                           checkpoint["best_val_loss"], checkpoint["seconds"])
-        start_epoch = checkpoint["epoch"]
-        if log:
-            log(f"{label}resuming from {checkpoint_path} after epoch {start_epoch}")
+    if resume and checkpoint_path is not None:
+        checkpoint = distributed.broadcast_from_main(
+            lambda: _load_resume_state(checkpoint_path, config, model)
+            if Path(checkpoint_path).exists() else None)
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model_state"])
+            optimizer.load_state_dict(checkpoint["optimizer_state"])
+            shuffle.set_state(checkpoint["rng"]["shuffle"])
+            augment_rng.set_state(checkpoint["rng"]["augment"])
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            best_state = checkpoint["best_model_state"]
+            result = FitResult(checkpoint["history"], checkpoint["best_epoch"],
+                               checkpoint["best_val_loss"], checkpoint["seconds"])
+            start_epoch = checkpoint["epoch"]
+            if log:
+                log(f"{label}resuming from {checkpoint_path} after epoch {start_epoch}")
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
-        model.train()
+        net.train()
         started = time.perf_counter()
         order = torch.randperm(n_train, generator=shuffle).to(device)
-        progress = EpochProgress(label, epoch, config.epochs, batches_per_epoch)
+        progress = (EpochProgress(label, epoch, config.epochs, batches_per_epoch) if main
+                    else _NoProgress())
         sums: dict[str, torch.Tensor] = {}
         for b in range(batches_per_epoch):
             step = (epoch - 1) * batches_per_epoch + b
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(config, step, total_steps)
             index = order[b * config.batch_size:(b + 1) * config.batch_size]
-            batch = {k: v.index_select(0, index) for k, v in train.items()}
-            if augment is not None:
-                batch["x"] = augment(batch["x"], augment_rng)
+            batch, weight = _train_step_batch(train, index, augment, augment_rng, parallel)
             with autocast(device, config.precision):
-                terms = loss_terms(model, batch, config)
+                terms = loss_terms(net, batch, config)
+            loss = terms["loss"]
+            if parallel:  # DDP averages over ranks: weight by this rank's share of the batch
+                loss = loss * (weight * len(batch["x"]) * distributed.world_size() / len(index))
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            loss.backward()
             if config.clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
-            _accumulate(sums, terms, len(index))
+            _accumulate(sums, terms, len(batch["x"]) * weight, weight)
             progress.update(b + 1, lambda: float(terms["loss"]))
         progress.close()
-        train_metrics = _summarise(sums, n_train)
+        train_metrics = _summarise(distributed.all_reduce_sums(sums) if parallel else sums, n_train)
         if not math.isfinite(train_metrics["loss"]):
             raise UserError(f"{label}training diverged at epoch {epoch} (loss "
                                      f"{train_metrics['loss']}); lower --lr or set --clip")
@@ -414,7 +492,7 @@ def fit(model: LSTMAutoencoder, data: dict[str, Tensors], config: TrainConfig,
             best_state = _cpu_state(model)
         if log:
             log(format_epoch(label, row, config.epochs))
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and main:
             atomic_torch_save({
                 "format": CHECKPOINT_FORMAT,
                 "model_args": model.model_args,

@@ -7,6 +7,13 @@ benchmark, not a test: numbers depend on the machine.
 
     python benchmarks/bench_mnist.py                       # row and pixel, defaults
     python benchmarks/bench_mnist.py --input pixel --batch-size 64 256 --precision fp32 bf16
+    # data-parallel layouts in one run: 1 process (all cores), 2 one-thread processes
+    python benchmarks/bench_mnist.py --input pixel --hidden-size 64 --batch-size 32 --procs 1 2
+
+Every layout runs in fresh processes started by ``distributed.launch`` (the
+same launcher as ``--procs`` in the scripts), so each measures from the same
+start; ``--batch-size`` is the global batch, shared among the processes, and
+samples/s counts the global batch.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import distributed  # noqa: E402
 from cli import positive_int  # noqa: E402
 from models import DEVICE_CHOICES, LSTMAutoencoder, resolve_device  # noqa: E402
 from training import TrainConfig, fit, resolve_precision, setup_runtime, to_device  # noqa: E402
@@ -49,6 +57,18 @@ def measure(input_mode: str, hidden: int, batch: int, precision: str, batches: i
     return float(np.median([row["samples_per_s"] for row in result.history[1:]]))
 
 
+def measure_layout(input_mode: str, hidden: int, batch: int, precision: str, batches: int,
+                   device_name: str, threads: int | None) -> tuple[float, int, str]:
+    """One layout, in each of its processes: (samples/s, threads, precision) of rank 0."""
+    setup_runtime(distributed.threads_per_process(threads))
+    device = resolve_device(device_name)
+    layout = distributed.init_process_group(device)
+    chosen = resolve_precision(precision, device, torch.get_num_threads(),
+                               max(1, batch // layout.world_size))
+    rate = measure(input_mode, hidden, batch, chosen, batches, device)
+    return rate, torch.get_num_threads(), chosen
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="bench_mnist.py", description=__doc__.splitlines()[0])
     parser.add_argument("--input", nargs="+", choices=tuple(SHAPES), default=["row", "pixel"],
@@ -65,21 +85,29 @@ def main(argv=None) -> None:
                         help="CPU threads (default: PyTorch's choice)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="device (default: auto)")
+    parser.add_argument("--procs", nargs="+", default=["1"],
+                        help="data-parallel layouts to compare, numbers of processes or auto; "
+                             "each process gets --threads, else the cores shared out "
+                             "(default: 1)")
     args = parser.parse_args(argv)
     setup_runtime(args.threads)
     device = resolve_device(args.device)
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    for mode, hidden, batch, precision in itertools.product(args.input, args.hidden_size,
-                                                            args.batch_size, args.precision):
+    print(f"device {device}, {distributed.cpu_cores()} cores, torch {torch.__version__}")
+    for procs, mode, hidden, batch, precision in itertools.product(
+            args.procs, args.input, args.hidden_size, args.batch_size, args.precision):
+        name = f"procs={procs:<4s} {mode:5s} H={hidden:<4d} B={batch:<4d}"
         try:
-            chosen = resolve_precision(precision, device)
-        except Exception as error:  # e.g. bf16 on a CPU without it: report, go on
-            print(f"{mode:5s} H={hidden:<4d} B={batch:<4d} {precision:5s}: skipped ({error})")
+            count = distributed.resolve_procs(procs, device)
+            resolve_precision(precision, device)  # bf16 where it cannot run: report, go on
+        except Exception as error:
+            print(f"{name} {precision:5s}: skipped ({error})")
             continue
         batches = args.batches or (20 if mode == "row" else 3)
-        rate = measure(mode, hidden, batch, chosen, batches, device)
-        print(f"{mode:5s} H={hidden:<4d} B={batch:<4d} {chosen:5s}: {rate:8,.0f} samples/s  "
-              f"{TRAIN_IMAGES / rate:8,.1f} s per epoch of {TRAIN_IMAGES:,} images", flush=True)
+        rate, threads, chosen = distributed.launch(measure_layout, count, mode, hidden, batch,
+                                                   precision, batches, args.device, args.threads)
+        print(f"procs={count:<3d} threads={threads:<2d} {mode:5s} H={hidden:<4d} B={batch:<4d} "
+              f"{chosen:5s}: {rate:8,.0f} samples/s  {TRAIN_IMAGES / rate:8,.1f} s per epoch of "
+              f"{TRAIN_IMAGES:,} images", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,366 @@
+"""Process layout and precision: the one place that decides how many processes
+train, how many threads each uses, and whether they compute in bf16.
+
+Data-parallel training runs on ``torch.distributed``: one process per CPU core
+or GPU, DistributedDataParallel in ``training.fit``, gloo on the CPU and NCCL on
+CUDA. A script finds its layout in one of two ways:
+
+* started by ``torchrun`` (``--standalone``, or ``--nnodes``/``--rdzv-endpoint``
+  across machines), it reads RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE
+  from the environment torchrun sets;
+* started as ``python lstm_ae_*.py --procs N`` (or ``auto``), it starts N local
+  processes itself with ``torch.multiprocessing.start_processes`` (spawn), which
+  set the same variables. A process that dies makes ``start_processes`` stop
+  the others, and the parent prints one line.
+
+Rank 0 alone prints, writes figures, CSVs, results and checkpoints; the others
+have stdout sent to /dev/null. Collective operations time out after
+``$LSTM_AE_DIST_TIMEOUT`` seconds (default 3600; a grid round waits for its
+slowest point, so the limit must exceed one grid point's training).
+
+Layout rules (``resolve_procs``) and the precision rule (``choose_precision``)
+are documented where they are defined, with the measurements behind them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import pickle
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
+
+from io_utils import UserError
+
+TIMEOUT_ENV = "LSTM_AE_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 3600
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+# ----------------------------------------------------------------------------
+# Where this process stands
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layout:
+    """This process's place among the training processes (torchrun's terms)."""
+    world_size: int = 1          # processes in all, on every node
+    rank: int = 0                # this process among them; 0 writes every output
+    local_rank: int = 0          # this process among those on its node (its GPU index)
+    local_world_size: int = 1    # processes on this node
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def under_launcher() -> bool:
+    """Whether torchrun (or this module's own launcher) started this process."""
+    return all(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def env_layout() -> Layout:
+    """The layout torchrun describes in the environment; one process without it."""
+    if not under_launcher():
+        return Layout()
+    env = os.environ
+    world = int(env["WORLD_SIZE"])
+    return Layout(world, int(env["RANK"]), int(env["LOCAL_RANK"]),
+                  int(env.get("LOCAL_WORLD_SIZE", world)))
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_process(threads: Optional[int]) -> Optional[int]:
+    """``--threads`` if given; else the node's cores shared out among its processes
+    (one each on a 2-core machine with 2 processes); None (PyTorch's choice,
+    every core) for a single process. Several threads per process on top of
+    several processes would oversubscribe the cores."""
+    if threads:
+        return threads
+    local = env_layout().local_world_size
+    return max(1, cpu_cores() // local) if local > 1 else None
+
+
+def timeout_seconds() -> float:
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise UserError(f"${TIMEOUT_ENV} must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------
+# The process group
+# ----------------------------------------------------------------------------
+
+def init_process_group(device: torch.device) -> Layout:
+    """Join the process group torchrun or ``launch`` set up (gloo on the CPU, NCCL on
+    CUDA, each GPU taken by its local rank); silence stdout on ranks other than 0.
+    Nothing happens in a single process. Call after ``training.setup_runtime``."""
+    layout = env_layout()
+    if not layout.distributed:
+        return layout
+    if device.type == "mps":
+        raise UserError("data-parallel training needs the CPU or CUDA; run one process on MPS "
+                        "(--procs 1)")
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            if layout.local_rank >= torch.cuda.device_count():
+                raise UserError(f"{layout.local_world_size} processes on this node but only "
+                                f"{torch.cuda.device_count()} GPU(s); start at most one per GPU")
+            torch.cuda.set_device(layout.local_rank)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds()))
+    if not layout.is_main:
+        sys.stdout = open(os.devnull, "w")
+    return layout
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_local_depth = 0
+
+
+@contextlib.contextmanager
+def local():
+    """Within this block the process trains on its own (a grid point), not data-parallel."""
+    global _local_depth
+    _local_depth += 1
+    try:
+        yield
+    finally:
+        _local_depth -= 1
+
+
+def data_parallel() -> bool:
+    """Whether training and evaluation here are shared with the other ranks."""
+    return _local_depth == 0 and dist.is_available() and dist.is_initialized() \
+        and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """Rank 0, or a single process: the one that prints and writes."""
+    return rank() == 0
+
+
+def share(n: int, parts: Optional[int] = None, part: Optional[int] = None) -> slice:
+    """This rank's contiguous share of n items: sizes differ by at most one, the
+    first ``n % parts`` ranks taking one more (numpy's array_split rule)."""
+    parts = world_size() if parts is None else parts
+    part = rank() if part is None else part
+    base, extra = divmod(n, parts)
+    start = part * base + min(part, extra)
+    return slice(start, start + base + (1 if part < extra else 0))
+
+
+def all_reduce_sums(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Sum each value over the ranks (one collective call; the keys must agree)."""
+    if not data_parallel() or not sums:
+        return sums
+    names = sorted(sums)
+    stacked = torch.stack([sums[k].detach().double().reshape(()) for k in names])
+    dist.all_reduce(stacked)
+    return {k: stacked[i] for i, k in enumerate(names)}
+
+
+def all_gather_object(obj: Any) -> list:
+    """obj from every rank, in rank order (pickled; small objects only)."""
+    if not data_parallel():
+        return [obj]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_from_main(make: Callable[[], Any]) -> Any:
+    """``make()`` run on rank 0 and sent to every rank, so that all start from the
+    same checkpoint or CSV even on machines that do not share a disk. A UserError
+    raised by ``make`` is raised on every rank."""
+    if not data_parallel():
+        return make()
+    payload = [None]
+    if is_main():
+        try:
+            payload = [("ok", make())]
+        except UserError as error:
+            payload = [("error", str(error))]
+    dist.broadcast_object_list(payload, src=0)
+    status, value = payload[0]
+    if status == "error":
+        raise UserError(value)
+    return value
+
+
+# ----------------------------------------------------------------------------
+# How many processes: --procs auto|N
+# ----------------------------------------------------------------------------
+
+def resolve_procs(procs: str | int, device: torch.device) -> int:
+    """The number of local processes for ``--procs``.
+
+    ``auto``: one per GPU on CUDA; one on MPS; on the CPU, one one-thread process
+    per core. Measured on the 2-core AVX2 development machine with
+    benchmarks/bench_mnist.py (README, "Data-parallel training"): two one-thread
+    processes beat one two-thread process on pixel-by-pixel MNIST, the case that
+    needs the speed, and in the issue's measurements on an AVX-512 BF16 machine
+    (1.84x). See the README table for the other models.
+    """
+    if str(procs) != "auto":
+        count = int(procs)
+        if device.type == "mps" and count > 1:
+            raise UserError("--procs above 1 needs the CPU or CUDA; MPS runs one process")
+        if device.type == "cuda" and count > torch.cuda.device_count():
+            raise UserError(f"--procs {count} but only {torch.cuda.device_count()} GPU(s) here; "
+                            "use --procs auto (one per GPU) or fewer")
+        return count
+    if device.type == "cuda":
+        return max(1, torch.cuda.device_count())
+    if device.type == "mps":
+        return 1
+    return cpu_cores()
+
+
+# ----------------------------------------------------------------------------
+# bf16 or fp32: --precision auto
+# ----------------------------------------------------------------------------
+
+def choose_precision(bf16_runs: bool, device: torch.device, threads: Optional[int] = None,
+                     batch_per_process: Optional[int] = None) -> str:
+    """``--precision auto``: bf16 only where it runs here and was measured faster.
+
+    Measured with benchmarks/bench_mnist.py on a 2-core CPU with AVX-512 BF16
+    (issue 10's table; pixel by pixel, samples/s, fp32 vs bf16):
+    one process, 2 threads, B=32: 228 vs 187 (H=64), 48 vs 24 (H=128) - bf16 slower;
+    one process, 1 thread, B=32: bf16 218 (H=64), 98 (H=128) - bf16 faster;
+    one process, 2 threads, B=128: bf16 338 (H=64), 128 (H=128) - bf16 faster.
+    So on a CPU bf16 is chosen for one-thread processes or batches of 128 and
+    more per process, fp32 otherwise. On CUDA bf16 is chosen wherever it runs
+    (tensor cores; not measured by this project yet). Without native bf16 (the
+    AVX2 development machine: oneDNN has no bf16 LSTM) it is always fp32.
+    ``threads``/``batch_per_process`` unknown (None): bf16 wherever it runs.
+    """
+    if not bf16_runs:
+        return "fp32"
+    if device.type != "cpu" or threads is None or batch_per_process is None:
+        return "bf16"
+    return "bf16" if threads == 1 or batch_per_process >= 128 else "fp32"
+
+
+# ----------------------------------------------------------------------------
+# Starting N local processes (plain python with --procs N)
+# ----------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _child(local_rank: int, nprocs: int, port: int, entry: Callable, args: tuple,
+           folder: str) -> None:
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
+                      LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    try:
+        result = entry(*args)
+    except UserError as error:
+        Path(folder, f"error-{local_rank}").write_text(str(error))
+        raise SystemExit(2) from None
+    finally:
+        shutdown()
+    if local_rank == 0:
+        with open(Path(folder, "result.pkl"), "wb") as handle:
+            pickle.dump(result, handle)
+
+
+def launch(entry: Callable, nprocs: int, *args) -> Any:
+    """Run ``entry(*args)`` in ``nprocs`` new local processes, ranks 0..nprocs-1 of one
+    process group on this machine; return rank 0's return value.
+
+    ``entry`` must be a module-level function (the processes are spawned, not
+    forked). A UserError in any process is raised here with its message; a
+    process that crashes or is killed stops the others and raises UserError
+    naming the rank and its last error line.
+    """
+    # start_processes logs a warning for each process it stops; the one line is ours
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="lstm-ae-procs-") as folder:
+        try:
+            mp.start_processes(_child, args=(nprocs, _free_port(), entry, args, folder),
+                               nprocs=nprocs, join=True, start_method="spawn")
+        except ProcessException as error:
+            for rank_ in range(nprocs):  # a user error, reported by the rank that met it
+                message = Path(folder, f"error-{rank_}")
+                if message.exists():
+                    raise UserError(message.read_text()) from None
+            raise UserError(_crash_line(error)) from None
+        result = Path(folder, "result.pkl")
+        if not result.exists():
+            raise UserError("rank 0 ended without a result")
+        with open(result, "rb") as handle:
+            return pickle.load(handle)
+
+
+def _crash_line(error: Exception) -> str:
+    index = getattr(error, "error_index", "?")
+    if isinstance(error, ProcessExitedException):
+        how = (f"was killed by {error.signal_name}" if error.signal_name
+               else f"exited with status {error.exit_code}")
+        return f"training process rank {index} {how}; the other processes were stopped"
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return (f"training process rank {index} failed ({lines[-1].strip() if lines else 'no message'}); "
+            "the other processes were stopped")
+
+
+def run(body: Callable, args) -> Any:
+    """``body(args)`` in the layout ``args.procs`` asks for: here when torchrun started
+    this process or one process is asked for, else in ``args.procs`` new ones."""
+    from models import resolve_device  # local: models imports nothing from here
+    procs = getattr(args, "procs", "1")
+    if under_launcher():
+        layout = env_layout()
+        if str(procs) not in ("auto", "1", str(layout.world_size)):
+            raise UserError(f"--procs {procs} but the launcher started {layout.world_size} "
+                            "process(es); leave --procs out under torchrun")
+        return body(args)
+    count = resolve_procs(procs, resolve_device(args.device))
+    if count == 1:
+        return body(args)
+    return launch(body, count, args)

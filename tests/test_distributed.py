@@ -1,0 +1,173 @@
+"""Data-parallel training on torch.distributed (gloo, CPU): the same numbers as one
+process, scripts under --procs 2 and torchrun, resume, and a crashed rank."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import distributed
+import lstm_ae_mnist
+import lstm_ae_snp500
+import lstm_ae_toy
+from conftest import REPO_ROOT, is_png, no_temp_files, write_mnist, write_prices_csv
+from io_utils import UserError
+from models import LSTMAutoencoder
+from training import fit, load_checkpoint, to_device
+from dist_entries import CONFIG, crash_entry, toy_data, train_entry
+
+CPU = torch.device("cpu")
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="this PyTorch has no torch.distributed")
+
+
+def close(a: dict, b: dict, rtol: float) -> bool:
+    return all(torch.allclose(a[k], b[k], rtol=rtol, atol=1e-7) for k in a)
+
+
+def test_share_splits_rows_like_array_split():
+    assert [distributed.share(5, 2, r) for r in (0, 1)] == [slice(0, 3), slice(3, 5)]
+    assert [distributed.share(1, 2, r) for r in (0, 1)] == [slice(0, 1), slice(1, 1)]
+    assert distributed.share(7) == slice(0, 7)  # one process: everything
+
+
+def test_two_processes_equal_one_then_resume_equals_uninterrupted(tmp_path):
+    torch.manual_seed(0)
+    single = LSTMAutoencoder(1, 6)
+    fit(single, to_device(toy_data(), CPU), CONFIG, CPU, log=None)
+    both = distributed.launch(train_entry, 2)
+    # 4 epochs x 4 optimizer steps with gradients all-reduced over two ranks.
+    assert close(both, single.state_dict(), rtol=1e-5)
+    assert not close(both, LSTMAutoencoder(1, 6).state_dict(), rtol=1e-3)  # it did train
+
+    path = tmp_path / "final.pt"
+    started = time.monotonic()
+    with pytest.raises(UserError) as crashed:   # rank 0 raises; rank 1 waits in a collective
+        distributed.launch(train_entry, 2, 3, path)
+    assert time.monotonic() - started < 60
+    message = str(crashed.value)
+    assert "\n" not in message and "rank 0" in message and "stopped at epoch 3" in message
+    assert load_checkpoint(path)["epoch"] == 2
+    resumed = distributed.launch(train_entry, 2, None, path, True)
+    assert all(torch.equal(resumed[k], both[k]) for k in both)
+    assert load_checkpoint(path)["epoch"] == 4
+
+
+def test_a_rank_that_dies_ends_the_run_with_one_line():
+    started = time.monotonic()
+    with pytest.raises(UserError) as crashed:
+        distributed.launch(crash_entry, 2)
+    assert time.monotonic() - started < 60
+    assert str(crashed.value) == ("training process rank 1 exited with status 3; "
+                                  "the other processes were stopped")
+
+
+def test_procs_auto_and_limits():
+    assert distributed.resolve_procs("auto", CPU) == distributed.cpu_cores()
+    assert distributed.resolve_procs("3", CPU) == 3
+    with pytest.raises(UserError, match="MPS"):
+        distributed.resolve_procs("2", torch.device("mps"))
+
+
+def test_precision_rule_follows_the_measurements():
+    rule = distributed.choose_precision
+    assert rule(False, CPU, 1, 256) == "fp32"                 # no native bf16: never
+    assert rule(True, CPU, 1, 32) == "bf16"                   # one-thread process
+    assert rule(True, CPU, 2, 32) == "fp32"                   # 2 threads, small batch
+    assert rule(True, CPU, 2, 128) == "bf16"                  # 2 threads, batch 128
+    assert rule(True, torch.device("cuda"), 8, 32) == "bf16"
+
+
+# ----------------------------------------------------------------------------
+# The scripts, under --procs 2 and under torchrun
+# ----------------------------------------------------------------------------
+
+SCRIPTS = {
+    "toy": (lstm_ae_toy, ["--quick", "--n-sequences", "300", "--epochs", "2"],
+            lambda r: [r["test_mse"]]),
+    "mnist": (lstm_ae_mnist, ["--quick", "--no-download", "--train-limit", "200",
+                              "--test-limit", "100", "--lr", "1e-2", "--hidden-size", "8",
+                              "--batch-size", "50"],
+              lambda r: [r["test_reconstruction_mse"], r["test_cross_entropy"]]),
+    "snp500": (lstm_ae_snp500, ["--quick", "--hidden-size", "8", "--window", "30"],
+               lambda r: [r["reconstruction"]["mse_scaled"],
+                          r["one_step"]["model"]["mse_scaled"]]),
+}
+
+
+def script_args(name, tmp_path, folder):
+    module, flags, numbers = SCRIPTS[name]
+    data = []
+    if name == "mnist":
+        data = ["--data-dir", str(write_mnist(tmp_path / "mnist"))]
+    if name == "snp500":
+        data = ["--data", str(write_prices_csv(tmp_path / "prices.csv"))]
+    out = ["--figures-dir", str(tmp_path / folder / "fig"), "--run-dir", str(tmp_path / folder / "run")]
+    return module, flags + data + out, numbers
+
+
+def check_one_results_file(folder):
+    run = folder / "run"
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".json")) == ["results.json"]
+    assert all(is_png(p) for p in (folder / "fig").iterdir())
+    assert no_temp_files(folder)
+    return json.loads((run / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_process_results(tmp_path_factory):
+    """Each script's quick run in one process, computed once for both launchers."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            folder = tmp_path_factory.mktemp(name)
+            module, flags, numbers = script_args(name, folder, "one")
+            cache[name] = numbers(module.main(flags + ["--workers", "1"]))
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.parametrize("how", ["procs", "torchrun"])
+def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_results):
+    one = one_process_results(name)
+    module, flags, numbers = script_args(name, tmp_path, "two")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
+    script = REPO_ROOT / f"{module.__name__}.py"
+    if how == "procs":
+        command = [sys.executable, str(script), *flags, "--procs", "2"]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc-per-node", "2", str(script), *flags]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("results: ") == 1          # rank 0 alone prints the summary
+    two = check_one_results_file(tmp_path / "two")
+    for a, b in zip(one, numbers(two)):
+        assert b == pytest.approx(a, rel=0.02)
+    if name == "toy":  # the grid's two points went to the two ranks; rank 0 wrote the CSV
+        rows = (tmp_path / "two" / "run" / "grid.csv").read_text().splitlines()
+        assert len(rows) == 3
+
+
+def test_bad_input_under_two_processes_is_one_line(tmp_path):
+    command = [sys.executable, str(REPO_ROOT / "lstm_ae_toy.py"), "--quick", "--procs", "2",
+               "--length", "30", "--figures-dir", str(tmp_path / "f"),
+               "--run-dir", str(tmp_path / "r")]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lstm_ae_toy.py: error: --length must be at least 35 to hold the window, got 30"]
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_procs_flag_is_checked():
+    with pytest.raises(SystemExit) as error:
+        lstm_ae_toy.main(["--procs", "0"])
+    assert error.value.code == 2
