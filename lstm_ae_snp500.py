@@ -44,14 +44,16 @@ import numpy as np
 import pandas as pd
 
 import forecasting as fc
-from cli import REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, positive_int, run_main
+from cli import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, non_negative_int,
+                 positive_int, run_main)
 from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                         search_then_train)
 from forecast_tests import compare
 from io_utils import DataError, UserError, write_json
 from plotting import (plot_curves, plot_error_by_horizon, plot_forecast, plot_history,
                       plot_reconstructions, plot_series)
-from price_windows import SCALES, choose_tickers, model_windows, split_series, stock_series
+from price_windows import (SCALES, choose_tickers, model_windows, split_series, stock_series,
+                           window_starts)
 from snp500_data import KAGGLE_FILE, load_prices
 from training import to_device
 
@@ -67,11 +69,6 @@ def date_text(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
     return text
-
-
-def non_negative_int(text: str) -> int:
-    value = positive_int(str(int(text) + 1)) if text.lstrip("-").isdigit() else positive_int(text)
-    return value - 1
 
 
 # --quick: a tiny model, two epochs (flags given explicitly still win).
@@ -261,8 +258,8 @@ def evaluate(args, table, splits, counts, recon_model, pred_model, pred_history,
         "n_days": len(dates), "counts": dict(counts, n_null_rows=table.n_null_rows,
                                              n_duplicate_rows=table.n_duplicate_rows),
         "n_series": {k: len(v) for k, v in splits.items()},
-        "n_windows": {k: int(sum(max(0, len(s) - args.window) // args.stride + 1 for s in v
-                                 if len(s) >= args.window)) for k, v in splits.items()},
+        "n_windows": {k: sum(len(window_starts(len(s), args.window, args.stride)) for s in v
+                             if len(s) >= args.window) for k, v in splits.items()},
         "test_tickers": list(dict.fromkeys(names)),
         "reconstruction": {"mse_price": fc.mse(np.concatenate(rebuilt), truth_all),
                            "rmse_pct": float(100 * np.sqrt(np.mean(
