@@ -8,9 +8,14 @@ on windows of --window days:
 1. Reconstruction: each series min-max scaled to [0, 1] as in the report; grid
    search on validation loss, the best configuration trained for --epochs.
 2. Prediction: the same configuration plus a causal head that predicts x_{t+1}
-   from x_1..x_t, trained on reconstruction MSE + prediction MSE. Each series is
-   scaled by its first half only, the part a forecaster would have seen. The
-   multi-step forecast starts at the middle day, feeding each prediction back in.
+   from x_1..x_t, trained on reconstruction MSE + prediction MSE, on the --scale
+   (price_windows.py). The multi-step forecast starts at the middle day of each
+   test series, feeding each prediction back in.
+
+Every stock is used over its own dates (ragged histories; price_windows.py);
+--complete-only keeps the report's rule. --split time tests on the later dates.
+Verdicts against the baselines come from the Diebold-Mariano test
+(forecast_tests.py).
 
 Every number is measured on test stocks, scaled and in price units, beside the
 baselines "tomorrow equals today" (one step) and "the last seen value stays
@@ -39,19 +44,24 @@ import numpy as np
 import pandas as pd
 
 import forecasting as fc
-from cli import REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, positive_int, run_main
+from cli import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, non_negative_int,
+                 positive_int, run_main)
 from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                         search_then_train)
-from io_utils import UserError, write_json
+from forecast_tests import compare
+from io_utils import DataError, UserError, write_json
 from run_info import run_provenance
 from plotting import (plot_curves, plot_error_by_horizon, plot_forecast, plot_history,
                       plot_reconstructions, plot_series)
-from snp500_data import (KAGGLE_FILE, make_windows, minmax_scale, pivot_prices, read_prices,
-                         split_by_stock, unscale)
+from price_windows import (SCALES, choose_tickers, model_windows, split_series, stock_series,
+                           window_starts)
+from snp500_data import KAGGLE_FILE, load_prices
 from training import to_device
 
-DATA_FLAGS = ("data", "field", "start", "end", "tickers", "window", "stride")
+DATA_FLAGS = ("data", "field", "start", "end", "tickers", "window", "stride", "split", "scale",
+              "max_gap", "complete_only")
 HORIZONS_REPORTED = (1, 5, 20, 60, 120, 250)
+MULTI_STEP_DM_LAGS = 20     # a trading month of autocovariances for the fed-back path
 
 
 def date_text(text: str) -> str:
@@ -60,10 +70,11 @@ def date_text(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
     return text
+
+
 # --quick: a tiny model, two epochs (flags given explicitly still win).
 QUICK = dict(hidden_size=[8, 16], lr=[1e-2], clip=[1.0], batch_size=[64], epochs=2,
              grid_epochs=1)
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path,
                       default=Path(os.environ.get("LSTM_AE_SP500_CSV", REPO_ROOT / "data" / KAGGLE_FILE)),
-                      help=f"daily prices CSV, plain or .gz (default: $LSTM_AE_SP500_CSV, else "
-                           f"data/{KAGGLE_FILE})")
+                      help=f"daily prices CSV, plain, .gz or .zip (default: $LSTM_AE_SP500_CSV, "
+                           f"else data/{KAGGLE_FILE})")
     data.add_argument("--field", default="high",
                       help="price column to model, e.g. high, close (default: high)")
     data.add_argument("--start", type=date_text, default=None,
@@ -83,12 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--end", type=date_text, default=None,
                       help="last date of the window, YYYY-MM-DD (default: the file's last)")
     data.add_argument("--tickers", nargs="+", default=["AMZN", "GOOGL"],
-                      help="stocks for the figures, kept in the test split; the multi-step "
-                           "figure uses the last one (default: AMZN GOOGL)")
+                      help="stocks for the figures (any case, repeats dropped), kept in the test "
+                           "split; the multi-step figure uses the last one (default: AMZN GOOGL)")
     data.add_argument("--window", type=positive_int, default=50,
-                      help="days per training window (default: 50)")
+                      help="days per training window, at least 2 (default: 50)")
     data.add_argument("--stride", type=positive_int, default=10,
                       help="days between the starts of training windows (default: 10)")
+    data.add_argument("--max-gap", type=non_negative_int, default=5,
+                      help="a hole of at most this many trading days is filled with the last "
+                           "price; a longer one splits the history (default: 5)")
+    data.add_argument("--complete-only", action="store_true",
+                      help="the report's rule: only stocks with a price on every trading day "
+                           "(default: every stock over its own dates)")
+    data.add_argument("--split", choices=("stock", "time"), default="stock",
+                      help="stock: test on other stocks over all dates; time: train on every "
+                           "stock's first 60%% of dates, validate on the next 20%%, test on the "
+                           "last 20%% (default: stock)")
+    data.add_argument("--scale", choices=SCALES, default="window",
+                      help="prediction model's scale: window (log price relative to each "
+                           "window's first day), first-half (min-max of the first half), log "
+                           "(log price relative to the first day) (default: window)")
     data.add_argument("--prediction-weight", type=non_negative_float, default=1.0,
                       help="weight of the next-day MSE in the prediction model (default: 1)")
     add_common_flags(parser, experiment="snp500", quick="a tiny model, 2 epochs",
@@ -98,55 +123,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def window_splits(scaled: np.ndarray, split: dict, window: int, stride: int) -> dict:
-    """Windows (n, window, 1) of the train and validation stocks; test stocks are
-    evaluated on whole series instead (forecasting.py)."""
-    return {name: {"x": make_windows(scaled[split[name]], window, stride)[:, :, None]}
-            for name in ("train", "val")}
+def load_data(args: argparse.Namespace):
+    """Table, series per split, counts; every flag-vs-data constraint checked here,
+    before any file is written."""
+    if args.window < 2:
+        raise UserError(f"--window {args.window} leaves no next day to predict inside a "
+                        "window; use --window 2 or more")
+    table = load_prices(args.data, args.field, args.start, args.end)
+    min_days = args.window + 1
+    series, counts = stock_series(table, args.max_gap, min_days, args.complete_only)
+    if not series:
+        longest = int(max((~np.isnan(r)).sum() for r in table.values))
+        raise DataError(f"--window {args.window} is longer than every stock's history in "
+                        f"{args.data.name} (longest {longest} trading days); choose a smaller --window")
+    args.tickers = choose_tickers(args.tickers, table, series, min_days)
+    splits = split_series(series, args.split, args.tickers, args.window, len(table.dates))
+    for name in ("train", "val"):
+        if not any(len(s) >= args.window for s in splits[name]):
+            raise DataError(f"no {name} series has {args.window} days for --window with "
+                            f"--split {args.split}; choose a smaller --window")
+    missing = [t for t in args.tickers if t not in {s.ticker for s in splits["test"]}]
+    if missing or not splits["test"]:
+        raise DataError(f"--tickers {' '.join(missing)} have no test days with --split "
+                        f"{args.split}; choose other --tickers")
+    return table, splits, counts
 
 
 def run(args: argparse.Namespace) -> dict:
-    ctx = prepare_run(args, "snp500")
-    device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
     if args.eval_only:
-        # --checkpoint names the reconstruction model; the prediction model lies beside it.
-        recon_path = Path(args.checkpoint or run_dir / "final.pt")
-        recon_model, recon_ckpt = load_for_evaluation(args, device, DATA_FLAGS, recon_path)
+        ctx = prepare_run(args, "snp500")
+        recon_path = Path(args.checkpoint or ctx.run_dir / "final.pt")
+        recon_model, recon_ckpt = load_for_evaluation(args, ctx.device, DATA_FLAGS, recon_path)
         pred_model, pred_ckpt = load_for_evaluation(
-            args, device, path=recon_path.with_name(recon_path.stem + "_prediction.pt"))
+            args, ctx.device, path=recon_path.with_name(recon_path.stem + "_prediction.pt"))
+        args.data = Path(args.data)
+    table, splits, counts = load_data(args)
+    if not args.eval_only:
+        ctx = prepare_run(args, "snp500")
+    device, precision, figures, run_dir = ctx.device, ctx.precision, ctx.figures, ctx.run_dir
+    dates, tickers = table.dates, args.tickers
+    print(f"{counts['n_stocks']} stocks in {counts['n_series']} series over {len(dates)} trading "
+          f"days; {counts['n_too_short_stocks']} stock(s) too short, "
+          f"{counts['n_incomplete_stocks']} incomplete left out, {table.n_null_rows} row(s) "
+          f"without a price skipped; {', '.join(f'{len(v)} {k}' for k, v in splits.items())} series")
 
-    table = pivot_prices(read_prices(args.data, args.field), args.start, args.end)
-    dates, tickers, prices = table.dates, table.tickers, table.values
-    split = split_by_stock(tickers, keep_in_test=args.tickers)
-    print(f"{len(tickers)} complete stocks over {len(dates)} trading days "
-          f"({table.n_dropped} dropped for gaps); {len(split['train'])} train, "
-          f"{len(split['val'])} validation, {len(split['test'])} test stocks")
-    if args.window >= len(dates):
-        raise UserError(f"--window {args.window} must be shorter than the {len(dates)} trading days")
-    if ctx.is_main:  # rank 0 alone writes (data-parallel runs)
-        plot_series([prices[tickers.index(t)] for t in args.tickers], args.tickers,
-                    figures / "fig3_1_snp500_daily_high.png", f"Daily {args.field} price",
-                    xlabel="date", ylabel=f"{args.field} (USD)", x=dates)
-
-    whole_scaled, whole_scale = minmax_scale(prices)            # the report's scaling
-    half = len(dates) // 2
-    half_scaled, half_scale = minmax_scale(prices, fit_length=half)  # no future in the scale
-    recon_data = window_splits(whole_scaled, split, args.window, args.stride)
-    pred_data = window_splits(half_scaled, split, args.window, args.stride)
+    data = {kind: {name: {"x": model_windows(splits[name], args.window, args.stride, kind)}
+                   for name in ("train", "val")} for kind in ("whole", args.scale)}
     data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS]).encode()).hexdigest()
-
     if not args.eval_only:
         model_args = dict(input_size=1, output_activation="none")
         run_config = dict(args_as_dict(args), script="lstm_ae_snp500")
         points = grid_points(args, model_args, base_config(args, precision))
-        recon = search_then_train(args, points, recon_data, to_device(recon_data, device),
-                                  device, data_tag, run_config)
+        recon = search_then_train(args, points, data["whole"], to_device(data["whole"], device),
+                                  device, data_tag, run_config, data_flags=DATA_FLAGS)
         pred_point = replace(recon.point, model_args=dict(recon.point.model_args, predict_next=True,
                                                           predict_change=True),
                              train_config=replace(recon.point.train_config,
                                                   prediction_weight=args.prediction_weight))
+        pred_data = data[args.scale]
         pred = search_then_train(args, [pred_point], pred_data, to_device(pred_data, device),
-                                 device, data_tag, run_config, checkpoint_name="final_prediction.pt")
+                                 device, data_tag, run_config, checkpoint_name="final_prediction.pt",
+                                 data_flags=DATA_FLAGS)
         recon_model, pred_model = recon.model, pred.model
         chosen, grid_rows, pred_history = recon.point.label, recon.grid_rows, pred.fit.history
         if grid_rows and ctx.is_main:
@@ -154,86 +191,108 @@ def run(args: argparse.Namespace) -> dict:
                         figures / "fig3_grid_validation_curves.png",
                         f"S&P 500 grid search: validation MSE over {args.grid_epochs} epochs")
     else:
-        chosen, grid_rows = recon_ckpt["run_config"].get("chosen_config"), []
-        pred_history = pred_ckpt["history"]
-
+        chosen, pred_history = recon_ckpt["run_config"].get("chosen_config"), pred_ckpt["history"]
     if not ctx.is_main:  # training was the shared part; rank 0 evaluates and writes
         return {}
-    test = split["test"]
-    test_names = [tickers[i] for i in test]
-    # Reconstruction of whole test series, window by window.
-    truth = whole_scaled[test]
-    rebuilt = fc.reconstruct_series(recon_model, truth, args.window, device)
-    rebuilt_price = unscale(rebuilt, whole_scale[test])
-    shown = list(args.tickers) + [t for t in test_names if t not in args.tickers]
-    for number, name in zip((2, 3, 4), shown[:3]):
-        k = test_names.index(name)
-        scaled_mse = fc.mse(rebuilt[k], truth[k])
-        plot_reconstructions([prices[test[k]]], [rebuilt_price[k]],
-                             [f"{name}: scaled MSE {scaled_mse:.5f}"],
-                             figures / f"fig3_{number}_snp500_reconstruction_{name}.png",
-                             f"Daily {args.field}: original vs reconstruction (test stock)",
-                             x=dates, ylabel=f"{args.field} (USD)", mse_unit=" USD²")
-
-    # One-step and multi-step prediction, against the naive baselines.
-    series, scale = half_scaled[test], half_scale[test]
-    one_step = fc.one_step_predictions(pred_model, series, args.window, device)
-    persistence = fc.persistence_forecast(series)
-    multi = fc.multi_step_forecast(pred_model, series, half, args.window, device)
-    flat = fc.flat_forecast(series, half)
-    to_price = lambda values: unscale(values, scale)  # noqa: E731
-    plot_history(pred_history, [("reconstruction MSE", ["train_reconstruction", "val_reconstruction"]),
-                                ("next-day prediction MSE", ["train_prediction", "val_prediction"])],
-                 figures / "fig3_5_snp500_prediction_losses.png",
-                 "Prediction model: both losses per epoch (scaled by each series' first half)")
-    k = test_names.index(args.tickers[-1])
-    plot_forecast(dates, prices[test[k]], to_price(one_step)[k], to_price(multi)[k],
-                  to_price(flat)[k], half, figures / f"fig3_6_snp500_multistep_{args.tickers[-1]}.png",
-                  f"{args.tickers[-1]}: one-step and multi-step predictions from "
-                  f"{str(dates[half])[:10]} (day {half})",
-                  ylabel=f"{args.field} (USD)")
-    horizon = {"model (fed back)": fc.mse_by_horizon(multi, series[:, half:]),
-               "last value flat": fc.mse_by_horizon(flat, series[:, half:])}
-    plot_error_by_horizon(horizon, figures / "fig3_7_snp500_error_by_horizon.png",
-                          "Multi-step error against steps ahead (test stocks)")
-
-    def pair(pred_scaled, truth_scaled, price_truth):
-        return {"mse_scaled": fc.mse(pred_scaled, truth_scaled),
-                "mse_price": fc.mse(to_price(pred_scaled), price_truth)}
-    prices_test = prices[test]
-    results = {
-        "experiment": "snp500", "chosen_config": chosen, "n_stocks": len(tickers),
-        "n_days": len(dates), "n_dropped": table.n_dropped, "test_tickers": test_names,
-        "reconstruction": {"mse_scaled": fc.mse(rebuilt, truth),
-                           "mse_price": fc.mse(rebuilt_price, prices_test)},
-        "one_step": {"model": pair(one_step, series[:, 1:], prices_test[:, 1:]),
-                     "persistence": pair(persistence, series[:, 1:], prices_test[:, 1:])},
-        "multi_step": {"start_day": half,
-                       "model": pair(multi, series[:, half:], prices_test[:, half:]),
-                       "flat": pair(flat, series[:, half:], prices_test[:, half:]),
-                       "by_horizon_scaled": {name: {h: float(v[h - 1]) for h in HORIZONS_REPORTED
-                                                    if h <= len(v)} for name, v in horizon.items()}},
-    }
+    # Figures only now: a refused --resume or --eval-only has written nothing.
+    plot_series([table.values[table.tickers.index(t)] for t in tickers], tickers,
+                figures / "fig3_1_snp500_daily_high.png", f"Daily {args.field} price",
+                xlabel="date", ylabel=f"{args.field} (USD)", x=dates)
+    results = evaluate(args, table, splits, counts, recon_model, pred_model, pred_history,
+                       device, figures)
+    results["chosen_config"] = chosen
     results["provenance"] = run_provenance()  # command, code, machine, date
     write_json(run_dir / "results.json", results)
     print_summary(results, run_dir, figures)
     return results
 
 
+def evaluate(args, table, splits, counts, recon_model, pred_model, pred_history, device,
+             figures) -> dict:
+    """Figures and numbers on the test series."""
+    test, dates, field = splits["test"], table.dates, args.field
+    names = [s.ticker for s in test]
+    longest = {}
+    for k, s in enumerate(test):                       # each ticker's longest test series
+        if s.ticker not in longest or len(s) > len(test[longest[s.ticker]]):
+            longest[s.ticker] = k
+    own = lambda s: dates[s.start:s.start + len(s)]   # noqa: E731
+    rebuilt = fc.reconstruct(recon_model, test, args.window, "whole", device)
+    shown = list(args.tickers) + [t for t in dict.fromkeys(names) if t not in args.tickers]
+    for number, name in zip((2, 3, 4), shown[:3]):
+        s = test[longest[name]]
+        plot_reconstructions([s.values], [rebuilt[longest[name]]], [name],
+                             figures / f"fig3_{number}_snp500_reconstruction_{name}.png",
+                             f"Daily {field}: original vs reconstruction (test stock)",
+                             x=own(s), ylabel=f"{field} (USD)", mse_unit=" USD²")
+    one = fc.one_step(pred_model, test, args.window, args.scale, device)
+    multi = fc.multi_step(pred_model, test, args.window, args.scale, device)
+    persistence, flat = fc.persistence(test), fc.flat(test)
+    plot_history(pred_history, [("reconstruction MSE", ["train_reconstruction", "val_reconstruction"]),
+                                ("next-day prediction MSE", ["train_prediction", "val_prediction"])],
+                 figures / "fig3_5_snp500_prediction_losses.png",
+                 f"Prediction model: both losses per epoch ({args.scale} scale)")
+    k = longest[args.tickers[-1]]
+    s = test[k]
+    padded = np.concatenate([np.full(s.first - 1, np.nan), one[k]])
+    plot_forecast(own(s), s.values, padded, multi[k], flat[k], s.start_multi,
+                  figures / f"fig3_6_snp500_multistep_{args.tickers[-1]}.png",
+                  f"{args.tickers[-1]}: one-step and multi-step predictions from "
+                  f"{str(own(s)[s.start_multi])[:10]}", ylabel=f"{field} (USD)")
+    truth_one = [s.values[s.first:] for s in test]
+    truth_multi = [s.values[s.start_multi:] for s in test]
+    rel = lambda preds, truths, seen: [(p - t) / v for p, t, v in zip(preds, truths, seen)]  # noqa: E731
+    seen_multi = [s.values[s.start_multi - 1] for s in test]
+    horizon = {"model (fed back)": fc.mse_by_horizon(rel(multi, truth_multi, seen_multi),
+                                                     [0 * t for t in truth_multi]),
+               "last value flat": fc.mse_by_horizon(rel(flat, truth_multi, seen_multi),
+                                                    [0 * t for t in truth_multi])}
+    plot_error_by_horizon(horizon, figures / "fig3_7_snp500_error_by_horizon.png",
+                          "Multi-step error against steps ahead (test stocks)",
+                          ylabel="mean squared relative error")
+    one_step = compare(one, persistence, truth_one, [s.values[s.first - 1:-1] for s in test],
+                       [np.arange(s.start + s.first, s.start + len(s)) for s in test], horizon=1)
+    multi_step = compare(multi, flat, truth_multi, [np.full(len(t), v) for t, v in
+                                                    zip(truth_multi, seen_multi)],
+                         [np.arange(s.start + s.start_multi, s.start + len(s)) for s in test],
+                         horizon=MULTI_STEP_DM_LAGS)
+    multi_step["by_horizon_relative_mse"] = {name: {h: float(v[h - 1]) for h in HORIZONS_REPORTED
+                                                    if h <= len(v)} for name, v in horizon.items()}
+    truth_all = np.concatenate([s.values for s in test])
+    return {
+        "experiment": "snp500", "split": args.split, "scale": args.scale,
+        "n_days": len(dates), "counts": dict(counts, n_null_rows=table.n_null_rows,
+                                             n_duplicate_rows=table.n_duplicate_rows),
+        "n_series": {k: len(v) for k, v in splits.items()},
+        "n_windows": {k: sum(len(window_starts(len(s), args.window, args.stride)) for s in v
+                             if len(s) >= args.window) for k, v in splits.items()},
+        "test_tickers": list(dict.fromkeys(names)),
+        "reconstruction": {"mse_price": fc.mse(np.concatenate(rebuilt), truth_all),
+                           "rmse_pct": float(100 * np.sqrt(np.mean(
+                               (np.concatenate(rebuilt) / truth_all - 1) ** 2)))},
+        "one_step": one_step,
+        "multi_step": multi_step,
+    }
+
+
 def print_summary(results: dict, run_dir: Path, figures: Path) -> None:
-    one, multi = results["one_step"], results["multi_step"]
-    verdict = lambda a, b: "beats" if a < b else "does NOT beat"  # noqa: E731
-    print(f"\nchosen config: {results['chosen_config']}\n"
-          f"reconstruction, test stocks: MSE {results['reconstruction']['mse_scaled']:.5f} scaled, "
-          f"{results['reconstruction']['mse_price']:.2f} USD^2\n"
-          f"one-step: model {one['model']['mse_scaled']:.6f} vs persistence "
-          f"{one['persistence']['mse_scaled']:.6f} (scaled; "
-          f"{one['model']['mse_price']:.2f} vs {one['persistence']['mse_price']:.2f} USD^2): "
-          f"the model {verdict(one['model']['mse_scaled'], one['persistence']['mse_scaled'])} "
-          f"persistence\n"
-          f"multi-step from day {multi['start_day']}: model {multi['model']['mse_scaled']:.5f} vs "
-          f"flat {multi['flat']['mse_scaled']:.5f} (scaled): the model "
-          f"{verdict(multi['model']['mse_scaled'], multi['flat']['mse_scaled'])} the flat baseline\n"
+    def line(name, r, base):
+        dm = r["diebold_mariano"]
+        return (f"{name}: model {r['model']['mse_price']:.2f} vs {base} "
+                f"{r['baseline']['mse_price']:.2f} USD^2 (RMSE {r['model']['rmse_pct']:.3f}% vs "
+                f"{r['baseline']['rmse_pct']:.3f}%): the model {r['verdict'].upper()} {base} "
+                f"(Diebold-Mariano {dm['statistic']:+.2f}, p={dm['p_value']:.3g}, "
+                f"{dm['n']} days)")
+    c = results["counts"]
+    print(f"\nchosen config: {results['chosen_config']}; split by {results['split']}, "
+          f"{results['scale']} scale\n"
+          f"stocks: {c['n_stocks']} used in {c['n_series']} series, {c['n_too_short_stocks']} too "
+          f"short, {c['n_incomplete_stocks']} incomplete left out; {c['n_null_rows']} rows without "
+          f"a price skipped; windows {results['n_windows']}\n"
+          f"reconstruction, test stocks: {results['reconstruction']['mse_price']:.2f} USD^2 "
+          f"(RMSE {results['reconstruction']['rmse_pct']:.3f}%)\n"
+          + line("one-step", results["one_step"], "persistence") + "\n"
+          + line("multi-step", results["multi_step"], "flat") + "\n"
           f"results: {run_dir / 'results.json'}   figures: {figures}")
 
 

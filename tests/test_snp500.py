@@ -6,127 +6,181 @@ import torch
 
 import forecasting as fc
 import lstm_ae_snp500
-from conftest import is_png, shared_data, write_prices_csv
+from conftest import is_png, price_rows, shared_data, write_prices_csv
 from io_utils import DataError
 from models import LSTMAutoencoder
-from snp500_data import (make_windows, minmax_scale, pivot_prices, read_prices, split_by_stock,
-                         tile_windows, unscale)
+from price_windows import (Series, choose_tickers, decode, encode, model_windows, split_series,
+                           stock_series, tile_windows, window_starts)
+from snp500_data import load_prices
 
 CPU = torch.device("cpu")
 
 
+def write_layout(path, header, row, n_stocks=4, n_days=40, skip=None, newest_first=False,
+                 date=lambda d: str(d), extra=""):
+    """A CSV with any header; ``row(ticker, date_text, high)`` gives one line."""
+    tickers, dates, fields = price_rows(n_stocks, n_days)
+    lines = [header]
+    for s, ticker in enumerate(tickers):
+        days = range(n_days - 1, -1, -1) if newest_first else range(n_days)
+        for d in days:
+            if skip and d in skip.get(ticker, ()):
+                continue
+            lines.append(row(ticker, date(dates[d].astype(object)), fields["high"][s, d]))
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path, tickers, fields["high"]
+
+
 @pytest.mark.parametrize("layout, gz", [("symbol", False), ("name", False), ("symbol", True)])
-def test_both_layouts_plain_or_gzip(tmp_path, layout, gz):
+def test_both_kaggle_layouts_plain_or_gzip(tmp_path, layout, gz):
     path = write_prices_csv(tmp_path / ("p.csv.gz" if gz else "p.csv"), layout=layout, gz=gz)
-    table = pivot_prices(read_prices(path, "high"))
-    assert table.values.shape == (12, 160) and table.n_dropped == 0
-    assert table.tickers[:2] == ["AMZN", "GOOGL"] or {"AMZN", "GOOGL"} <= set(table.tickers)
+    table = load_prices(path, "high")
+    assert table.values.shape == (12, 160) and not np.isnan(table.values).any()
+    assert {"AMZN", "GOOGL"} <= set(table.tickers)
     assert np.all(np.diff(table.dates) > np.timedelta64(0))
 
 
-def test_column_names_in_any_case(tmp_path):
-    path = write_prices_csv(tmp_path / "p.csv")
-    text = path.read_text().splitlines()
-    text[0] = text[0].upper()
-    path.write_text("\n".join(text) + "\n")
-    assert pivot_prices(read_prices(path, "High")).values.shape == (12, 160)
+@pytest.mark.parametrize("column", ["symbol", "Symbol", "Name", "Ticker", "ticker"])
+def test_ticker_column_names(tmp_path, column):
+    path, tickers, high = write_layout(tmp_path / "p.csv", f"Date,High,{column}",
+                                       lambda t, d, h: f"{d},{h:.4f},{t}")
+    table = load_prices(path, "HIGH")
+    assert sorted(table.tickers) == sorted(tickers)
+    k = table.tickers.index("AMZN")
+    assert np.allclose(table.values[k], high[0], atol=1e-4)
 
 
-def test_same_values_from_both_layouts(tmp_path):
-    a = pivot_prices(read_prices(write_prices_csv(tmp_path / "a.csv", layout="symbol"), "close"))
-    b = pivot_prices(read_prices(write_prices_csv(tmp_path / "b.csv", layout="name"), "close"))
-    assert a.tickers == b.tickers and np.allclose(a.values, b.values)
+def test_dollar_signs_thousands_and_newest_first(tmp_path):
+    path, tickers, high = write_layout(
+        tmp_path / "p.csv", "Date,Close/Last,Volume,Open,High,Low,Symbol",
+        lambda t, d, h: f'{d},$1.00,100,$1.00,"${h * 30:,.2f}",$1.00,{t}', newest_first=True,
+        date=lambda d: d.strftime("%m/%d/%Y"))
+    table = load_prices(path, "high")
+    assert table.date_format == "%m/%d/%Y" and np.all(np.diff(table.dates) > np.timedelta64(0))
+    k = table.tickers.index("AMZN")
+    assert np.allclose(table.values[k], np.round(high[0] * 30, 2))
+    assert table.values[k].max() > 1000                    # "$1,273.33" read as 1273.33
+    assert np.allclose(load_prices(path, "close").values, 1.0)   # close -> Close/Last
 
 
-def test_ragged_histories_and_gaps_are_dropped_and_counted(tmp_path):
-    path = write_prices_csv(tmp_path / "p.csv", drop={"S00": range(0, 30), "S01": [70]})
-    table = pivot_prices(read_prices(path))
-    assert table.n_dropped == 2 and "S00" not in table.tickers and "S01" not in table.tickers
-    # a window after S00's late start keeps it
-    late = pivot_prices(read_prices(path), start=str(table.dates[30])[:10], end=str(table.dates[60])[:10])
-    assert "S00" in late.tickers and late.values.shape[1] == 31 and late.n_dropped == 0
-
-
-def test_nan_values_drop_the_stock(tmp_path):
-    path = write_prices_csv(tmp_path / "p.csv")
+def test_a_cell_that_is_not_a_number_is_named_with_its_row(tmp_path):
+    path, _, _ = write_layout(tmp_path / "p.csv", "Date,High,Symbol", lambda t, d, h: f"{d},${h:.2f},{t}")
     lines = path.read_text().splitlines()
-    fields = lines[5].split(",")
-    fields[3] = ""                                   # an empty high for AMZN on one day
-    lines[5] = ",".join(fields)
+    lines[7] = lines[7].replace("$", "USD ")
     path.write_text("\n".join(lines) + "\n")
-    table = pivot_prices(read_prices(path))
-    assert "AMZN" not in table.tickers and table.n_dropped == 1
+    with pytest.raises(DataError, match=r"1 high cell\(s\) are not numbers.*'USD .*row 8"):
+        load_prices(path)
 
 
-def test_window_cut_by_dates(tmp_path, prices_csv):
-    full = pivot_prices(read_prices(prices_csv))
-    start, end = str(full.dates[10])[:10], str(full.dates[99])[:10]
-    cut = pivot_prices(read_prices(prices_csv), start, end)
-    assert cut.values.shape == (12, 90) and cut.dates[0] == full.dates[10]
-    assert np.array_equal(cut.values, full.values[:, 10:100])
+def test_null_rows_and_bare_commas_are_skipped_and_counted(tmp_path):
+    header = "Date,Open,High,Low,Close,Adj Close,Volume,Name"
+    path, tickers, _ = write_layout(tmp_path / "p.csv", header,
+                                    lambda t, d, h: f"{d},{h},{h},{h},{h},{h},100,{t}",
+                                    extra="2015-01-01,null,null,null,null,null,null,AMZN\n"
+                                          "2015-01-02,null,null,null,null,null,null,GOOGL\n,,,,,,,\n,,,,,,,\n")
+    table = load_prices(path)
+    assert table.n_null_rows == 4 and table.values.shape == (4, 40)
+    series, counts = stock_series(table, min_days=21)
+    assert counts["n_stocks"] == 4 and counts["n_split_holes"] == 0
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: None, "not found.*SP 500 Stock Prices 2014-2017.csv.*accepted layouts"),
-    (lambda p: p.write_bytes(b"\x1f\x8b\x08garbage"), "cannot be read"),
-    (lambda p: p.write_text("symbol,date,open\nA,2020-01-01,3\n"), "lacks the column.*high"),
-    (lambda p: p.write_text("ticker,date,high\nA,2020-01-01,3\n"), "lacks the column.*symbol or Name"),
-    (lambda p: p.write_text("symbol,date,high\nA,2020-01-01,3\nA,yesterday,4\n"),
-     "cannot be parsed.*yesterday"),
-    (lambda p: p.write_text(""), "cannot be read"),
-])
-def test_bad_files_give_clear_errors(tmp_path, make, message):
-    path = tmp_path / "prices.csv"
-    make(path)
-    with pytest.raises(DataError, match=message):
-        pivot_prices(read_prices(path))
+def test_day_first_dates_are_read_day_first_and_mixes_refused(tmp_path):
+    path, _, high = write_layout(tmp_path / "p.csv", "date,high,symbol",
+                                 lambda t, d, h: f"{d},{h:.4f},{t}", date=lambda d: d.strftime("%d/%m/%Y"))
+    table = load_prices(path)
+    assert table.date_format == "%d/%m/%Y" and str(table.dates[0])[:10] == "2015-01-01"
+    assert len(table.dates) == 40
+    lines = path.read_text().splitlines()
+    day, month, year = lines[30].split(",")[0].split("/")
+    lines[30] = lines[30].replace(f"{day}/{month}/{year}", f"{year}-{month}-{day}")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="do not fit one date format.*row"):
+        load_prices(path)
 
 
-def test_too_few_complete_stocks(tmp_path):
-    path = write_prices_csv(tmp_path / "p.csv", n_stocks=4, drop={"S00": [3], "S01": [4]})
-    with pytest.raises(DataError, match="only 2 stock"):
-        pivot_prices(read_prices(path))
+def test_duplicates_collapse_when_identical_and_are_refused_when_not(tmp_path):
+    path, _, _ = write_layout(tmp_path / "p.csv", "date,high,symbol", lambda t, d, h: f"{d},{h:.4f},{t}")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines + lines[1:4]) + "\n")
+    table = load_prices(path)
+    assert table.n_duplicate_rows == 3 and table.values.shape == (4, 40)
+    d, h, t = lines[5].split(",")
+    path.write_text("\n".join(lines + [f"{d},{float(h) + 1},{t}"]) + "\n")
+    with pytest.raises(DataError, match=f"2 rows give different high prices.*{t} on {d}"):
+        load_prices(path)
 
 
-def test_split_keeps_named_tickers_in_test_and_is_fixed():
-    tickers = [f"T{k}" for k in range(20)] + ["AMZN", "GOOGL"]
-    split = split_by_stock(tickers, keep_in_test=["AMZN", "GOOGL"])
-    test_names = [tickers[i] for i in split["test"]]
-    assert {"AMZN", "GOOGL"} <= set(test_names)
-    everything = np.concatenate([split["train"], split["val"], split["test"]])
-    assert sorted(everything.tolist()) == list(range(22))
-    again = split_by_stock(tickers, keep_in_test=["AMZN", "GOOGL"])
-    assert all(np.array_equal(split[name], again[name]) for name in split)
-    with pytest.raises(DataError, match="TSLA"):
-        split_by_stock(tickers, keep_in_test=["TSLA"])
+def test_ragged_histories_holes_and_other_calendars_are_used(tmp_path):
+    skip = {"S00": range(0, 60),                 # listed late
+            "S01": range(120, 160),              # delisted early
+            "S02": [50, 51],                     # a short hole: filled
+            "S03": range(70, 80),                # a long hole: two series
+            "S04": [5, 25, 45, 65, 85, 105],     # another market's holidays
+            "S05": range(0, 150)}                # too short for the window
+    path = write_prices_csv(tmp_path / "p.csv", drop=skip)
+    table = load_prices(path)
+    series, counts = stock_series(table, max_gap=5, min_days=21)
+    by = {}
+    for s in series:
+        by.setdefault(s.ticker, []).append(s)
+    assert counts["n_stocks"] == 11 and counts["n_too_short_stocks"] == 1 and "S05" not in by
+    assert len(by["S00"][0]) == 100 and by["S00"][0].start == 60
+    assert len(by["S01"][0]) == 120
+    assert len(by["S02"]) == 1 and len(by["S02"][0]) == 160
+    assert by["S02"][0].values[50] == by["S02"][0].values[49] == by["S02"][0].values[51]
+    assert [len(s) for s in by["S03"]] == [70, 80] and counts["n_split_holes"] == 1
+    assert len(by["S04"]) == 1 and counts["n_filled_days"] == 2 + 6
+    complete, c2 = stock_series(table, complete_only=True)
+    assert c2["n_incomplete_stocks"] == 6 and len(complete) == 6
 
 
-def test_scale_fitted_on_the_first_half_sees_no_future():
+def test_tickers_case_repeats_and_too_short_versus_absent(tmp_path):
+    path = write_prices_csv(tmp_path / "p.csv", drop={"S05": range(0, 150)})
+    table = load_prices(path)
+    series, _ = stock_series(table, min_days=21)
+    assert choose_tickers(["amzn", "AMZN", "googl"], table, series, 21) == ["AMZN", "GOOGL"]
+    with pytest.raises(DataError, match="S05: it is in the file but its history is too short"):
+        choose_tickers(["S05"], table, series, 21)
+    with pytest.raises(DataError, match="ZZZZ: not in the file"):
+        choose_tickers(["ZZZZ"], table, series, 21)
+
+
+def test_split_by_stock_and_by_time():
     rng = np.random.default_rng(0)
-    prices = rng.uniform(10, 20, (3, 40))
-    scaled, scale = minmax_scale(prices, fit_length=20)
-    changed = prices.copy()
-    changed[:, 20:] *= 5
-    scaled_changed, scale_changed = minmax_scale(changed, fit_length=20)
-    assert np.array_equal(scale, scale_changed)
-    assert np.array_equal(scaled[:, :20], scaled_changed[:, :20])
-    assert scaled[:, :20].min() == 0 and scaled[:, :20].max() == 1
-    assert np.allclose(unscale(scaled, scale), prices)
-    whole, _ = minmax_scale(prices)
-    assert whole.min() == 0 and whole.max() == 1
+    series = [Series(t, 0, rng.uniform(10, 20, 100)) for t in ["AMZN", "GOOGL"] + [f"T{k}" for k in range(8)]]
+    by_stock = split_series(series, "stock", ["AMZN"], window=10, days=100)
+    names = {k: [s.ticker for s in v] for k, v in by_stock.items()}
+    assert "AMZN" in names["test"] and sorted(sum(names.values(), [])) == sorted(s.ticker for s in series)
+    assert all(s.start_multi == 50 and s.first == 1 for s in by_stock["test"])
+    by_time = split_series(series, "time", ["AMZN"], window=10, days=100)
+    assert all(s.start + len(s) <= 60 for s in by_time["train"])
+    assert all(60 <= s.start and s.start + len(s) <= 80 for s in by_time["val"])
+    assert all(s.start == 70 and s.first == 10 == s.start_multi and len(s) == 30 for s in by_time["test"])
+    assert len(by_time["test"]) == 10
 
 
-def test_windows_cover_every_day():
-    series = np.arange(2 * 23, dtype=float).reshape(2, 23)
-    windows = make_windows(series, 10, 5)
-    assert windows.shape == (2 * 4, 10)              # starts 0, 5, 10 and the end-aligned 13
-    assert np.array_equal(windows[-1], series[1, 13:])
+@pytest.mark.parametrize("kind", ["first-half", "window", "log", "whole"])
+def test_scales_round_trip_and_window_scale_is_causal(kind):
+    prices = np.random.default_rng(1).uniform(10, 300, (5, 12))
+    params = np.tile([[10.0, 290.0]] if kind in ("first-half", "whole") else [[np.log(50.0), 1.0]], (5, 1))
+    z = encode(kind, prices, params)
+    assert np.allclose(decode(kind, z, prices, params), prices)
+    if kind == "window":
+        later = prices.copy()
+        later[:, 6:] *= 3
+        assert np.allclose(encode(kind, later, None)[:, :6], z[:, :6]) and np.all(z[:, 0] == 0)
+
+
+def test_windows_cover_every_day_and_skip_short_series():
+    series = [Series("A", 0, np.arange(1, 24, dtype=float)), Series("B", 0, np.arange(1, 6, dtype=float))]
+    windows = model_windows(series, 10, 5, "whole")
+    assert windows.shape == (4, 10, 1)                # starts 0, 5, 10, 13 of A; B too short
+    assert window_starts(23, 10, 5) == [0, 5, 10, 13]
     assert tile_windows(23, 10) == [(0, 0), (10, 10), (13, 20)]
-    assert tile_windows(20, 10) == [(0, 0), (10, 10)]
 
 
 # ---------------------------------------------------------------------------
-# Forecasts and baselines
+# Forecasts, baselines and the Diebold-Mariano test
 # ---------------------------------------------------------------------------
 
 def predictor(seed=0):
@@ -137,62 +191,44 @@ def predictor(seed=0):
 
 
 def test_baselines_on_a_hand_made_series():
-    series = np.array([[1.0, 2.0, 4.0, 3.0, 5.0]])
-    assert fc.mse(fc.persistence_forecast(series), series[:, 1:]) == pytest.approx((1 + 4 + 1 + 4) / 4)
-    flat = fc.flat_forecast(series, start=2)          # last seen value: 2.0
-    assert flat.tolist() == [[2.0, 2.0, 2.0]]
-    assert fc.mse(flat, series[:, 2:]) == pytest.approx((4 + 1 + 9) / 3)
-    assert fc.mse_by_horizon(flat, series[:, 2:]).tolist() == [4.0, 1.0, 9.0]
+    s = Series("A", 0, np.array([1.0, 2.0, 4.0, 3.0, 5.0]), first=1, start_multi=2)
+    assert fc.persistence([s])[0].tolist() == [1.0, 2.0, 4.0, 3.0]
+    assert fc.flat([s])[0].tolist() == [2.0, 2.0, 2.0]
 
 
-def test_multi_step_uses_only_the_first_half():
-    rng = np.random.default_rng(1)
-    series = rng.random((3, 40))
+@pytest.mark.parametrize("kind", ["first-half", "window"])
+def test_one_step_is_causal_and_multi_step_sees_only_the_past(kind):
+    values = np.random.default_rng(3).uniform(50, 60, (2, 30))
+    series = [Series(t, 0, v, 1, 15) for t, v in zip("AB", values)]
     model = predictor()
-    forecast = fc.multi_step_forecast(model, series, 20, 8, CPU)
-    assert forecast.shape == (3, 20)
-    future_changed = series.copy()
-    future_changed[:, 20:] = 99.0
-    assert np.array_equal(forecast, fc.multi_step_forecast(model, future_changed, 20, 8, CPU))
-    past_changed = series.copy()
-    past_changed[:, 19] += 1.0
-    assert not np.allclose(forecast, fc.multi_step_forecast(model, past_changed, 20, 8, CPU))
+    preds = fc.one_step(model, series, 8, kind, CPU)
+    assert preds[0].shape == (29,)
+    # first-half's scale is fitted on days 0..14, so only later days may change for it
+    for t in ((3, 12, 25) if kind == "window" else (14, 20, 25)):   # preds[k][t]: day t+1
+        changed = [Series(s.ticker, 0, np.concatenate([s.values[:t + 1], s.values[t + 1:] * 2]), 1, 15)
+                   for s in series]
+        assert np.allclose(fc.one_step(model, changed, 8, kind, CPU)[0][:t + 1], preds[0][:t + 1])
+    multi = fc.multi_step(model, series, 8, kind, CPU)
+    future = [Series(s.ticker, 0, np.concatenate([s.values[:15], s.values[15:] + 9]), 1, 15) for s in series]
+    assert multi[0].shape == (15,) and np.allclose(fc.multi_step(model, future, 8, kind, CPU)[0], multi[0])
 
 
-def test_multi_step_feeds_its_own_predictions_back():
-    series = np.random.default_rng(2).random((2, 30))
-    model = predictor()
-    forecast = fc.multi_step_forecast(model, series, 15, 6, CPU)
-    history = np.concatenate([series[:, :15], forecast[:, :1]], axis=1)
-    with torch.no_grad():
-        second = model(torch.tensor(history[:, -6:, None], dtype=torch.float32)).next_step[:, -1, 0]
-    assert np.allclose(forecast[:, 1], second.numpy(), atol=1e-6)
-
-
-def test_one_step_predictions_are_causal_and_windowed():
-    series = np.random.default_rng(3).random((2, 30))
-    model = predictor()
-    preds = fc.one_step_predictions(model, series, 8, CPU)
-    assert preds.shape == (2, 29)
-    for t in (3, 12, 25):                           # prediction of day t+1 is preds[:, t]
-        changed = series.copy()
-        changed[:, t + 1:] = -5.0
-        assert np.allclose(fc.one_step_predictions(model, changed, 8, CPU)[:, :t + 1], preds[:, :t + 1])
-    with torch.no_grad():
-        window = torch.tensor(series[:, 12 - 8 + 1:13, None], dtype=torch.float32)
-        expected = model(window).next_step[:, -1, 0].numpy()
-    assert np.allclose(preds[:, 12], expected, atol=1e-6)
-
-
-def test_whole_series_reconstruction_is_window_by_window():
-    series = np.random.default_rng(4).random((2, 23))
-    model = predictor()
-    rebuilt = fc.reconstruct_series(model, series, 10, CPU)
-    with torch.no_grad():
-        last = model(torch.tensor(series[:, 13:, None], dtype=torch.float32)).reconstruction[..., 0].numpy()
-        first = model(torch.tensor(series[:, :10, None], dtype=torch.float32)).reconstruction[..., 0].numpy()
-    assert np.allclose(rebuilt[:, 20:], last[:, 7:], atol=1e-6)
-    assert np.allclose(rebuilt[:, :10], first, atol=1e-6)
+def test_diebold_mariano_hln_by_hand_and_verdicts():
+    from forecast_tests import compare, diebold_mariano, verdict
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50), rng.random(50)
+    d = a - b
+    dm = d.mean() / np.sqrt(np.mean((d - d.mean()) ** 2) / 50) * np.sqrt((50 + 1 - 2) / 50)
+    out = diebold_mariano(a, b)
+    assert out["statistic"] == pytest.approx(dm)
+    assert out["p_value"] == pytest.approx(2 * stats.t.sf(abs(dm), 49))
+    assert verdict(diebold_mariano(a * 0.5, a)) == "beats" and verdict(diebold_mariano(a, a * 0.5)) == "loses"
+    assert verdict(diebold_mariano(a, a)) == "ties" and verdict(out) == "ties"
+    truth = [np.full(40, 100.0)]
+    result = compare([truth[0] + 1.0], [truth[0] + 1.0 + 0.01 * rng.standard_normal(40)], truth,
+                     [np.full(40, 100.0)], [np.arange(40)])
+    assert result["verdict"] == "ties" and result["model"]["mse_price"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------
@@ -205,39 +241,123 @@ def run_quick(tmp_path, csv, *extra):
                                 "--run-dir", str(tmp_path / "run"), *extra])
 
 
-def test_quick_run_writes_every_figure_and_honest_results(tmp_path, prices_csv, capsys):
-    run_quick(tmp_path, prices_csv)
+def test_quick_run_on_a_ragged_file_and_eval_only(tmp_path, capsys):
+    csv = write_prices_csv(tmp_path / "p.csv", drop={"S00": range(0, 60), "S03": [70, 71],
+                                                     "S05": range(0, 150)})
+    run_quick(tmp_path, csv, "--tickers", "amzn", "GOOGL", "googl")
     for name in ("fig3_1_snp500_daily_high", "fig3_2_snp500_reconstruction_AMZN",
                  "fig3_3_snp500_reconstruction_GOOGL", "fig3_5_snp500_prediction_losses",
                  "fig3_6_snp500_multistep_GOOGL", "fig3_7_snp500_error_by_horizon",
                  "fig3_grid_validation_curves"):
         assert is_png(tmp_path / "fig" / f"{name}.png"), name
-    assert len(list((tmp_path / "fig").glob("fig3_4_snp500_reconstruction_*.png"))) == 1
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert {"AMZN", "GOOGL"} <= set(saved["test_tickers"])
-    one = saved["one_step"]
-    assert one["persistence"]["mse_scaled"] > 0 and one["model"]["mse_scaled"] > 0
-    assert saved["multi_step"]["start_day"] == 80
-    assert set(saved["multi_step"]["by_horizon_scaled"]["last value flat"]) >= {"1", "5", "20", "60"}
+    assert saved["test_tickers"][:2] == ["AMZN", "GOOGL"] and saved["test_tickers"].count("GOOGL") == 1
+    assert saved["counts"]["n_stocks"] == 11 and saved["counts"]["n_too_short_stocks"] == 1
+    for part in ("one_step", "multi_step"):
+        dm = saved[part]["diebold_mariano"]
+        assert saved[part]["verdict"] in ("beats", "ties", "loses") and 0 <= dm["p_value"] <= 1
+        assert saved[part]["model"]["mse_price"] > 0 and saved[part]["baseline"]["mse_price"] > 0
     out = capsys.readouterr().out
-    assert "persistence" in out and ("beats" in out or "does NOT beat" in out)
-    again = run_quick(tmp_path, prices_csv, "--eval-only")
-    assert again["one_step"]["model"]["mse_scaled"] == pytest.approx(one["model"]["mse_scaled"])
+    assert "Diebold-Mariano" in out and "too short" in out
+    again = run_quick(tmp_path, csv, "--eval-only")
+    assert again["one_step"]["model"]["mse_price"] == pytest.approx(saved["one_step"]["model"]["mse_price"])
+
+
+def test_quick_time_split(tmp_path):
+    result = run_quick(tmp_path, write_prices_csv(tmp_path / "p.csv"), "--split", "time", "--scale",
+                       "first-half", "--complete-only")
+    assert result["split"] == "time" and result["n_series"]["test"] == 12
+    assert result["one_step"]["n_forecasts"] == 12 * 32 and result["multi_step"]["n_forecasts"] == 12 * 32
 
 
 @pytest.mark.parametrize("flags, message", [
+    (["--window", "1"], "--window 1 leaves no next day"),
     (["--window", "0"], "must be at least 1"),
     (["--start", "notadate"], "not a date"),
-    (["--tickers", "ZZZZ"], "ZZZZ not among"),
-    (["--window", "500"], "--window 500"),
+    (["--tickers", "ZZZZ"], "ZZZZ: not in the file"),
+    (["--window", "500"], "--window 500 is longer than every stock's history"),
     (["--start", "2030-01-01"], "no prices between"),
+    (["--window", "130", "--split", "time"], "no train series has 130 days"),
 ])
-def test_bad_flags_are_one_line_and_status_2(tmp_path, prices_csv, capsys, flags, message):
+def test_bad_flags_are_one_line_status_2_and_write_nothing(tmp_path, prices_csv, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
         run_quick(tmp_path, prices_csv, *flags)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    err = [line for line in capsys.readouterr().err.strip().splitlines()    # argparse's usage aside
+           if not line.startswith(("usage:", " "))]
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "fig").exists() and not (tmp_path / "run").exists()
+
+
+def _zip(members):
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_kaggle_archive_read_from_its_known_member(tmp_path):
+    text = write_prices_csv(tmp_path / "a.csv", layout="name").read_text()
+    path = tmp_path / "archive.zip"
+    path.write_bytes(_zip({"all_stocks_5yr.csv": text, "getSandP.py": "x",
+                           **{f"individual_stocks_5yr/S{k}_data.csv": "date\n" for k in range(40)}}))
+    assert load_prices(path).values.shape == (12, 160)
+
+
+def _damaged(tmp_path, kind):
+    import gzip
+    text = write_prices_csv(tmp_path / "ok.csv").read_bytes()
+    packed = gzip.compress(text)
+    path = tmp_path / {"zip": "p.zip", "zipmany": "p.zip", "zipcut": "p.zip"}.get(kind, "p.csv.gz")
+    if kind == "textmode":                           # a binary file sent as text
+        path.write_bytes(packed.replace(b"\n", b"\r\n"))
+    elif kind == "truncated":
+        path.write_bytes(packed[:len(packed) // 2])
+    elif kind == "crc":
+        broken = bytearray(packed)
+        broken[-8] ^= 0xFF
+        path.write_bytes(bytes(broken))
+    elif kind == "zipcut":
+        path.write_bytes(_zip({"all_stocks_5yr.csv": text})[:300])
+    elif kind == "zipmany":
+        path.write_bytes(_zip({f"member_{k}.csv": "a" for k in range(60)}))
+    elif kind == "latin1":
+        path = tmp_path / "p.csv"
+        path.write_bytes(text.replace(b"AMZN", "AMZ\xc9".encode("latin-1")))
+    elif kind == "folder":
+        path = tmp_path / "p.csv"
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("textmode", "gzip data is damaged"), ("truncated", "gzip data is truncated"),
+    ("crc", "gzip data is damaged"), ("zipcut", "damaged zip archive"),
+    ("zipmany", "zip of 60 files without all_stocks_5yr.csv"), ("latin1", "is not UTF-8 text"),
+    ("folder", "is a folder"),
+])
+def test_damaged_files_one_line_status_2(tmp_path, capsys, kind, message):
+    path = _damaged(tmp_path, kind)
+    with pytest.raises(SystemExit) as exit_info:
+        run_quick(tmp_path, path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and len(err[0]) < 300
+    assert message in err[0] and str(path) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "fig").exists() and not (tmp_path / "run").exists()
+
+
+def test_permission_error_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+    path = write_prices_csv(tmp_path / "p.csv")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(DataError, match="permission denied.*chmod"):
+        load_prices(path)
 
 
 def test_missing_file_message(tmp_path, capsys):
@@ -250,6 +370,8 @@ def test_missing_file_message(tmp_path, capsys):
 @pytest.mark.skipif(shared_data("sp500", "sp500_stock_prices_2016-2021.csv.gz") is None,
                     reason="real S&P 500 file not on this machine")
 def test_real_file_if_present():
-    table = pivot_prices(read_prices(shared_data("sp500", "sp500_stock_prices_2016-2021.csv.gz")))
-    assert table.values.shape == (449, 1259) and table.n_dropped == 21
-    assert {"AMZN", "GOOGL"} <= set(table.tickers)
+    table = load_prices(shared_data("sp500", "sp500_stock_prices_2016-2021.csv.gz"))
+    assert table.values.shape == (470, 1259)
+    series, counts = stock_series(table, min_days=51)
+    assert counts["n_stocks"] == 468 and {"AMZN", "GOOGL"} <= {s.ticker for s in series}
+    assert stock_series(table, complete_only=True)[1]["n_incomplete_stocks"] == 21
