@@ -53,7 +53,6 @@ class PageEntry:
     figures_dir: Path
 
 
-SNP_ONE = (("persistence", "one_step.persistence.mse_scaled"),)
 HEADLINES = {
     "toy": (
         Headline("test MSE", "test_mse", baselines=(
@@ -72,15 +71,20 @@ HEADLINES = {
         Headline("best validation accuracy", "best_val_accuracy", "pct"),
     ),
     "snp500": (
-        Headline("reconstruction, scaled MSE", "reconstruction.mse_scaled"),
         Headline("reconstruction, MSE in USD²", "reconstruction.mse_price"),
-        Headline("one step ahead, scaled MSE", "one_step.model.mse_scaled", baselines=SNP_ONE),
+        Headline("reconstruction, RMSE in % of price", "reconstruction.rmse_pct", "mse"),
         Headline("one step ahead, MSE in USD²", "one_step.model.mse_price",
-                 baselines=(("persistence", "one_step.persistence.mse_price"),)),
-        Headline("multi-step, scaled MSE", "multi_step.model.mse_scaled",
-                 baselines=(("last value flat", "multi_step.flat.mse_scaled"),)),
+                 baselines=(("persistence", "one_step.baseline.mse_price"),)),
+        Headline("one step ahead, RMSE in % of price", "one_step.model.rmse_pct",
+                 baselines=(("persistence", "one_step.baseline.rmse_pct"),)),
+        Headline("one step ahead, Diebold-Mariano statistic", "one_step.diebold_mariano.statistic"),
+        Headline("one step ahead, Diebold-Mariano p-value", "one_step.diebold_mariano.p_value"),
         Headline("multi-step, MSE in USD²", "multi_step.model.mse_price",
-                 baselines=(("last value flat", "multi_step.flat.mse_price"),)),
+                 baselines=(("last value flat", "multi_step.baseline.mse_price"),)),
+        Headline("multi-step, RMSE in % of price", "multi_step.model.rmse_pct",
+                 baselines=(("last value flat", "multi_step.baseline.rmse_pct"),)),
+        Headline("multi-step, Diebold-Mariano statistic", "multi_step.diebold_mariano.statistic"),
+        Headline("multi-step, Diebold-Mariano p-value", "multi_step.diebold_mariano.p_value"),
     ),
 }
 
@@ -115,7 +119,7 @@ FIGURES = {
 # ----------------------------------------------------------------------------
 
 def lookup(results: dict, key: str):
-    """The value at a dotted key ('one_step.model.mse_scaled'), or None."""
+    """The value at a dotted key ('one_step.model.mse_price'), or None."""
     value = results
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -168,12 +172,12 @@ def headline_rows(name: str, results: dict) -> list[str]:
                 keys.append(code(key))
         rows.append(f"| {line.quantity} | **{format_number(value, line.fmt)}** | "
                     f"{'; '.join(baselines)} | {line.report} | {', '.join(keys)} |")
-    horizons = lookup(results, "multi_step.by_horizon_scaled") or {}
+    horizons = lookup(results, "multi_step.by_horizon_relative_mse") or {}
     model, flat = horizons.get("model (fed back)", {}), horizons.get("last value flat", {})
     for h, value in model.items():
         if is_number(value) and is_number(flat.get(h)):
-            key = "multi_step.by_horizon_scaled"
-            rows.append(f"| multi-step, scaled MSE of step {h} ahead | **{value:.4g}** | "
+            key = "multi_step.by_horizon_relative_mse"
+            rows.append(f"| multi-step, relative MSE of step {h} ahead | **{value:.4g}** | "
                         f"{flat[h]:.4g} (last value flat) | {NOT_QUOTED} | "
                         f"{code(f'{key}.model (fed back).{h}')}, "
                         f"{code(f'{key}.last value flat.{h}')} |")
@@ -198,6 +202,11 @@ def run_rows(results: dict) -> list[str]:
             add(label, value, [key])
 
     add_value("chosen configuration", "chosen_config")
+    add_value("one step: verdict against persistence (Diebold-Mariano, 5%)", "one_step.verdict")
+    add_value("multi-step: verdict against the flat forecast (Diebold-Mariano, 5%)",
+              "multi_step.verdict")
+    add_value("split", "split")
+    add_value("scale", "scale")
     add_value("epochs of the final training", "epochs", "int")
     if is_number(results.get("seconds_per_epoch")):
         add_value("seconds per epoch, final training", "seconds_per_epoch", "s")

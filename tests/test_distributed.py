@@ -94,8 +94,8 @@ SCRIPTS = {
                               "--batch-size", "50"],
               lambda r: [r["test_reconstruction_mse"], r["test_cross_entropy"]]),
     "snp500": (lstm_ae_snp500, ["--quick", "--hidden-size", "8", "--window", "30"],
-               lambda r: [r["reconstruction"]["mse_scaled"],
-                          r["one_step"]["model"]["mse_scaled"]]),
+               lambda r: [r["reconstruction"]["mse_price"],
+                          r["one_step"]["model"]["mse_price"]]),
 }
 
 
