@@ -246,17 +246,17 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
 
 def test_quick_pixel_run_with_defaults_writes_the_baselines(tmp_path, mnist_dir, capsys):
     results = run_quick(tmp_path, mnist_dir, "--input", "pixel", "--lr", "1e-2", "--epochs", "1",
-                        "--decoder-position")
+                        "--decoder-position", "--train-limit", "60", "--test-limit", "40")
     model = results["model"]
     assert model["init"] == "orthogonal" and model["chrono_steps"] == 784 and model["reverse_output"]
     assert model["input_std"] != 1.0 and model["position_periods"] == [7, 14, 28, 196, 392, 784]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())["baselines"]
-    splits = mnist_splits(load_mnist(mnist_dir), "pixel", 60, 1000, 500)   # what --quick used
+    splits = mnist_splits(load_mnist(mnist_dir), "pixel", 60, 60, 40)   # --quick holds out 60
     expected = baselines.mnist_baselines(splits["train"]["x"], splits["test"]["x"],
                                          splits["test"]["y"], latent_size=16)
     for key in ("mean_image_mse", "pca_mse", "chance_accuracy"):
         assert saved[key] == pytest.approx(expected[key], rel=1e-9), key
-    assert saved["pca_components"] == 16 and saved["n_test"] == 100
+    assert saved["pca_components"] == 16 and saved["n_train"] == 60 and saved["n_test"] == 40
     assert saved["model_beats_pca"] == (results["test_reconstruction_mse"] < saved["pca_mse"])
     out = capsys.readouterr().out
     assert f"PCA with 16 components (= latent size) MSE {saved['pca_mse']:.5f}" in out
