@@ -230,23 +230,45 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     # The measured one-hour pixel recipe (README, Part 2).
     assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [1e-3], 7, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
-    assert row.decoder_position is False and pixel.decoder_position is False
+    assert row.decoder_position is False and pixel.decoder_position is True
     # Flags given explicitly always win, also when they equal the other mode's default.
     old = lstm_ae_mnist.apply_input_defaults(parser.parse_args(
         ["--input", "pixel", "--init", "default", "--no-chrono", "--no-reverse-output",
-         "--no-standardize-input", "--shift", "2", "--hidden-size", "128", "--epochs", "30"]))
+         "--no-standardize-input", "--no-decoder-position", "--shift", "2", "--hidden-size",
+         "128", "--epochs", "30"]))
     assert (old.init, old.chrono, old.reverse_output, old.standardize_input, old.shift) == (
         "default", False, False, False, 2)
+    assert old.decoder_position is False
     assert (old.hidden_size, old.epochs, old.batch_size) == ([128], 30, [32])
     text = parser.format_help()
     for documented in ("2 for row, 0 for pixel", "default for row, orthogonal for pixel",
-                       "30 for row, 7 for pixel", "128 for row, 64 for pixel"):
+                       "30 for row, 7 for pixel", "128 for row, 64 for pixel",
+                       "off for row, on for pixel"):
         assert documented in " ".join(text.split()), documented
+
+
+def test_decoder_position_signal_counts_output_positions():
+    from models import LSTMAutoencoder
+    forward = LSTMAutoencoder(1, 4, position_periods=(4, 8))
+    backward = LSTMAutoencoder(1, 4, position_periods=(4, 8), reverse_output=True)
+    signal = forward.position_signal(8, torch.zeros(1))
+    assert signal.shape == (1, 8, 4) and forward.decoder.input_size == 4 + 4
+    t = torch.arange(8.0)
+    assert torch.allclose(signal[0, :, 0], torch.sin(2 * torch.pi * t / 4), atol=1e-6)
+    assert torch.allclose(signal[0, :, 3], torch.cos(2 * torch.pi * t / 8), atol=1e-6)
+    # Reversed, decoder step 0 writes the last position, so it reads that position's signal.
+    assert torch.equal(backward.position_signal(8, torch.zeros(1)), signal.flip(1))
+    rebuilt = LSTMAutoencoder(**forward.model_args)
+    rebuilt.load_state_dict(forward.state_dict())
+    x = torch.rand(2, 8, 1)
+    assert torch.equal(rebuilt(x).reconstruction, forward(x).reconstruction)
+    with pytest.raises(ValueError, match="position_periods"):
+        LSTMAutoencoder(1, 4, position_periods=(0,))
 
 
 def test_quick_pixel_run_with_defaults_writes_the_baselines(tmp_path, mnist_dir, capsys):
     results = run_quick(tmp_path, mnist_dir, "--input", "pixel", "--lr", "1e-2", "--epochs", "1",
-                        "--decoder-position", "--train-limit", "60", "--test-limit", "40")
+                        "--train-limit", "60", "--test-limit", "40")
     model = results["model"]
     assert model["init"] == "orthogonal" and model["chrono_steps"] == 784 and model["reverse_output"]
     assert model["input_std"] != 1.0 and model["position_periods"] == [7, 14, 28, 196, 392, 784]
