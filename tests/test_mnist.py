@@ -227,8 +227,8 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     pixel = lstm_ae_mnist.apply_input_defaults(parser.parse_args(["--input", "pixel"]))
     assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [128], [1e-3, 3e-3], 30, 2)
     assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("default", False, False, False)
-    # The measured one-hour pixel recipe (README, Part 2).
-    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [1e-3], 7, 0)
+    # The pixel recipe of README, Part 2.
+    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 7, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
     assert row.decoder_position is False and pixel.decoder_position is True
     # Flags given explicitly always win, also when they equal the other mode's default.
@@ -239,7 +239,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (old.init, old.chrono, old.reverse_output, old.standardize_input, old.shift) == (
         "default", False, False, False, 2)
     assert old.decoder_position is False
-    assert (old.hidden_size, old.epochs, old.batch_size) == ([128], 30, [32])
+    assert (old.hidden_size, old.epochs, old.batch_size, old.lr) == ([128], 30, [32], [2e-3])
     text = parser.format_help()
     for documented in ("2 for row, 0 for pixel", "default for row, orthogonal for pixel",
                        "30 for row, 7 for pixel", "128 for row, 64 for pixel",
