@@ -8,13 +8,15 @@ images held out of the 60,000 training images), the best configuration is
 trained for longer, and the official 10,000 test images give the final numbers.
 
     python lstm_ae_mnist.py                   # row by row (~30 min on 2 cores)
-    python lstm_ae_mnist.py --input pixel ... # see README for the pixel commands
+    python lstm_ae_mnist.py --input pixel     # pixel by pixel, the one-hour recipe (README)
     python lstm_ae_mnist.py --quick           # smoke run on a slice of the data
 
 Figures (--figures-dir): fig2_1_mnist_<input>_grid.png (validation curves of the
 grid), fig2_2_mnist_<input>_reconstructions.png, and the loss and accuracy curves
 fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
-Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json, final.pt.
+Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json (with the
+baselines of baselines.py beside the test numbers), final.pt. Defaults that depend
+on --input are in INPUT_DEFAULTS; flags given explicitly win.
 """
 
 from __future__ import annotations
@@ -168,10 +170,9 @@ def run(args: argparse.Namespace) -> dict:
         classify = args.ce_weight > 0
         # Pixel by pixel the forget gates start open (bias 1, as Jozefowicz et al.
         # (2015) advise) unless chrono initialisation sets them.
-        forget_bias = args.forget_bias
         model_args = dict(input_size=n_features, output_activation="sigmoid",
                           n_classes=10 if classify else None,
-                          classifier_input=args.classifier_input, forget_bias=forget_bias,
+                          classifier_input=args.classifier_input, forget_bias=args.forget_bias,
                           chrono_steps=splits["train"]["x"].shape[1] if args.chrono else None,
                           init=args.init, reverse_output=args.reverse_output,
                           position_periods=(POSITION_PERIODS[args.input]
