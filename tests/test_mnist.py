@@ -231,19 +231,20 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 7, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
     assert row.decoder_position is False and pixel.decoder_position is True
+    assert (row.ce_weight, pixel.ce_weight) == (1.0, 0.1)
     # Flags given explicitly always win, also when they equal the other mode's default.
     old = lstm_ae_mnist.apply_input_defaults(parser.parse_args(
         ["--input", "pixel", "--init", "default", "--no-chrono", "--no-reverse-output",
          "--no-standardize-input", "--no-decoder-position", "--shift", "2", "--hidden-size",
-         "128", "--epochs", "30"]))
+         "128", "--epochs", "30", "--ce-weight", "1"]))
     assert (old.init, old.chrono, old.reverse_output, old.standardize_input, old.shift) == (
         "default", False, False, False, 2)
-    assert old.decoder_position is False
+    assert old.decoder_position is False and old.ce_weight == 1.0
     assert (old.hidden_size, old.epochs, old.batch_size, old.lr) == ([128], 30, [32], [2e-3])
     text = parser.format_help()
     for documented in ("2 for row, 0 for pixel", "default for row, orthogonal for pixel",
                        "30 for row, 7 for pixel", "128 for row, 64 for pixel",
-                       "off for row, on for pixel"):
+                       "off for row, on for pixel", "1 for row, 0.1 for pixel"):
         assert documented in " ".join(text.split()), documented
 
 
