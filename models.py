@@ -96,6 +96,14 @@ class LSTMAutoencoder(nn.Module):
             sequence. Long sequences (MNIST pixel by pixel) need it. Overrides
             ``forget_bias``.
         init: ``default`` (PyTorch's) or ``orthogonal`` recurrent weights.
+        position_periods: tell the decoder where it is writing: besides z, each decoder
+            step reads sin and cos of 2 pi t / p for every period p, t being the
+            position of the output step in the sequence (counted in the original
+            order, also with ``reverse_output``). For MNIST pixel by pixel,
+            periods 7, 14 and 28 give the column and 196, 392 and 784 the row, so
+            the decoder need not count 784 steps itself. Not in the assignment
+            (Srivastava et al., 2015 feed the decoder z or its own outputs); off
+            (None) by default.
         input_mean, input_std: the encoder reads (x - input_mean) / input_std while
             the reconstruction target stays x. One MNIST pixel in [0, 1] (mean 0.13)
             barely moves the gates of a freshly initialised LSTM; standardized, ink
@@ -108,7 +116,8 @@ class LSTMAutoencoder(nn.Module):
                  predict_next: bool = False, predict_change: bool = False,
                  reverse_output: bool = False,
                  forget_bias: Optional[float] = None, chrono_steps: Optional[int] = None,
-                 init: str = "default", input_mean: float = 0.0, input_std: float = 1.0):
+                 init: str = "default", input_mean: float = 0.0, input_std: float = 1.0,
+                 position_periods: Optional[tuple] = None):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
@@ -122,6 +131,9 @@ class LSTMAutoencoder(nn.Module):
             raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}")
         if n_classes is not None and n_classes < 2:
             raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        if position_periods is not None and (len(position_periods) == 0 or
+                                             any(float(p) <= 0 for p in position_periods)):
+            raise ValueError(f"position_periods must be positive numbers, got {position_periods}")
         if not input_std > 0:
             raise ValueError(f"input_std must be positive, got {input_std}")
         # Everything needed to rebuild the model; stored in checkpoints.
@@ -132,12 +144,17 @@ class LSTMAutoencoder(nn.Module):
                                predict_change=predict_change,
                                reverse_output=reverse_output, forget_bias=forget_bias,
                                chrono_steps=chrono_steps, init=init,
-                               input_mean=float(input_mean), input_std=float(input_std))
+                               input_mean=float(input_mean), input_std=float(input_std),
+                               position_periods=(None if position_periods is None
+                                                 else [float(p) for p in position_periods]))
         self.input_mean, self.input_std = float(input_mean), float(input_std)
         between_layers = dropout if num_layers > 1 else 0.0
         self.encoder = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
                                dropout=between_layers)
-        self.decoder = nn.LSTM(hidden_size, hidden_size, num_layers, batch_first=True,
+        self.position_periods = (None if position_periods is None
+                                 else [float(p) for p in position_periods])
+        n_position = 2 * len(self.position_periods) if self.position_periods else 0
+        self.decoder = nn.LSTM(hidden_size + n_position, hidden_size, num_layers, batch_first=True,
                                dropout=between_layers)
         self.output_layer = nn.Linear(hidden_size, input_size)
         self.output_activation = output_activation
@@ -216,11 +233,24 @@ class LSTMAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """z (batch, hidden) -> (reconstruction (batch, steps, features), decoder states)."""
         repeated = z.unsqueeze(1).expand(-1, steps, -1)
+        if self.position_periods:
+            repeated = torch.cat([repeated, self.position_signal(steps, z).expand(
+                len(z), -1, -1)], dim=2)
         states, _ = self.decoder(repeated)
         reconstruction = self._activate(self.output_layer(states))
         if self.reverse_output:
             reconstruction = reconstruction.flip(1)
         return reconstruction, states
+
+    def position_signal(self, steps: int, like: torch.Tensor) -> torch.Tensor:
+        """(1, steps, 2 * len(position_periods)): sin and cos of 2 pi t / p, with t the
+        output position each decoder step writes (steps - 1 down to 0 when reversed)."""
+        t = torch.arange(steps, dtype=torch.float32, device=like.device)
+        if self.reverse_output:
+            t = t.flip(0)
+        periods = torch.tensor(self.position_periods, dtype=torch.float32, device=like.device)
+        angle = 2 * torch.pi * t[:, None] / periods
+        return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).to(like.dtype).unsqueeze(0)
 
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
         if x.dim() != 3:

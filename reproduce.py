@@ -50,9 +50,7 @@ class Part:
 
 
 # The one table of the documented commands; the README points here.
-PIXEL = ("--input", "pixel", "--hidden-size", "64", "--batch-size", "32", "--lr", "1e-3",
-         "--epochs", "7", "--shift", "0", "--init", "orthogonal", "--reverse-output", "--chrono",
-         "--standardize-input")
+PIXEL = ("--input", "pixel")    # the pixel defaults of lstm_ae_mnist.py (INPUT_DEFAULTS)
 PARTS = (
     Part("toy", "Part 1: synthetic signals", "lstm_ae_toy.py", (),
          ("--quick", "--workers", "1"), minutes=14),

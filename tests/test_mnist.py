@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import baselines
 import lstm_ae_mnist
 import mnist_data
 from conftest import idx_bytes, is_png, no_temp_files, shared_data, write_mnist
@@ -197,6 +198,8 @@ def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir):
     assert saved["test_accuracy"] == pytest.approx(results["test_accuracy"])
     assert saved["test_accuracy"] > 0.3            # the fixture's classes are easy; chance is 0.1
     assert 0 < saved["test_reconstruction_mse"] < 0.2 and saved["n_test"] == 100
+    assert saved["baselines"]["pca_components"] == 16            # the --quick latent size
+    assert 0 < saved["baselines"]["pca_mse"] < saved["baselines"]["mean_image_mse"]
     again = run_quick(tmp_path, mnist_dir, "--eval-only")
     assert again["test_accuracy"] == pytest.approx(results["test_accuracy"])
 
@@ -216,6 +219,71 @@ def test_quick_pixel_run_draws_fig_2_4(tmp_path, mnist_dir):
     assert model["input_std"] == pytest.approx(float(train_x.std()), rel=1e-5)
     assert model["init"] == "orthogonal" and model["reverse_output"] is True
     assert model["forget_bias"] == 1.0   # the pixel default
+
+
+def test_pixel_defaults_differ_from_row_defaults_as_documented():
+    parser = lstm_ae_mnist.build_parser()
+    row = lstm_ae_mnist.apply_input_defaults(parser.parse_args([]))
+    pixel = lstm_ae_mnist.apply_input_defaults(parser.parse_args(["--input", "pixel"]))
+    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [128], [1e-3, 3e-3], 30, 2)
+    assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("default", False, False, False)
+    # The pixel recipe of README, Part 2.
+    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 7, 0)
+    assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
+    assert row.decoder_position is False and pixel.decoder_position is True
+    assert (row.ce_weight, pixel.ce_weight) == (1.0, 0.1)
+    # Flags given explicitly always win, also when they equal the other mode's default.
+    old = lstm_ae_mnist.apply_input_defaults(parser.parse_args(
+        ["--input", "pixel", "--init", "default", "--no-chrono", "--no-reverse-output",
+         "--no-standardize-input", "--no-decoder-position", "--shift", "2", "--hidden-size",
+         "128", "--epochs", "30", "--ce-weight", "1"]))
+    assert (old.init, old.chrono, old.reverse_output, old.standardize_input, old.shift) == (
+        "default", False, False, False, 2)
+    assert old.decoder_position is False and old.ce_weight == 1.0
+    assert (old.hidden_size, old.epochs, old.batch_size, old.lr) == ([128], 30, [32], [2e-3])
+    text = parser.format_help()
+    for documented in ("2 for row, 0 for pixel", "default for row, orthogonal for pixel",
+                       "30 for row, 7 for pixel", "128 for row, 64 for pixel",
+                       "off for row, on for pixel", "1 for row, 0.1 for pixel"):
+        assert documented in " ".join(text.split()), documented
+
+
+def test_decoder_position_signal_counts_output_positions():
+    from models import LSTMAutoencoder
+    forward = LSTMAutoencoder(1, 4, position_periods=(4, 8))
+    backward = LSTMAutoencoder(1, 4, position_periods=(4, 8), reverse_output=True)
+    signal = forward.position_signal(8, torch.zeros(1))
+    assert signal.shape == (1, 8, 4) and forward.decoder.input_size == 4 + 4
+    t = torch.arange(8.0)
+    assert torch.allclose(signal[0, :, 0], torch.sin(2 * torch.pi * t / 4), atol=1e-6)
+    assert torch.allclose(signal[0, :, 3], torch.cos(2 * torch.pi * t / 8), atol=1e-6)
+    # Reversed, decoder step 0 writes the last position, so it reads that position's signal.
+    assert torch.equal(backward.position_signal(8, torch.zeros(1)), signal.flip(1))
+    rebuilt = LSTMAutoencoder(**forward.model_args)
+    rebuilt.load_state_dict(forward.state_dict())
+    x = torch.rand(2, 8, 1)
+    assert torch.equal(rebuilt(x).reconstruction, forward(x).reconstruction)
+    with pytest.raises(ValueError, match="position_periods"):
+        LSTMAutoencoder(1, 4, position_periods=(0,))
+
+
+def test_quick_pixel_run_with_defaults_writes_the_baselines(tmp_path, mnist_dir, capsys):
+    results = run_quick(tmp_path, mnist_dir, "--input", "pixel", "--lr", "1e-2", "--epochs", "1",
+                        "--train-limit", "60", "--test-limit", "40")
+    model = results["model"]
+    assert model["init"] == "orthogonal" and model["chrono_steps"] == 784 and model["reverse_output"]
+    assert model["input_std"] != 1.0 and model["position_periods"] == [7, 14, 28, 196, 392, 784]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())["baselines"]
+    splits = mnist_splits(load_mnist(mnist_dir), "pixel", 60, 60, 40)   # --quick holds out 60
+    expected = baselines.mnist_baselines(splits["train"]["x"], splits["test"]["x"],
+                                         splits["test"]["y"], latent_size=16)
+    for key in ("mean_image_mse", "pca_mse", "chance_accuracy"):
+        assert saved[key] == pytest.approx(expected[key], rel=1e-9), key
+    assert saved["pca_components"] == 16 and saved["n_train"] == 60 and saved["n_test"] == 40
+    assert saved["model_beats_pca"] == (results["test_reconstruction_mse"] < saved["pca_mse"])
+    out = capsys.readouterr().out
+    assert f"PCA with 16 components (= latent size) MSE {saved['pca_mse']:.5f}" in out
+    assert ("the model beats PCA" in out) == saved["model_beats_pca"]
 
 
 def test_reconstruction_alone_has_no_classifier(tmp_path, mnist_dir):
