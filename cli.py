@@ -4,6 +4,7 @@ impossible values, the common flags, and clean one-line errors."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -118,14 +119,16 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick:
     run.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                      help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")
     run.add_argument("--precision", choices=PRECISIONS, default=precision,
-                     help="bf16 autocast or fp32; auto takes bf16 where the hardware runs it "
-                          f"natively (default: {precision})")
+                     help="bf16 autocast or fp32; auto takes bf16 where it runs and was measured "
+                          f"faster (distributed.choose_precision) (default: {precision})")
     run.add_argument("--threads", type=positive_int, default=None,
                      help="CPU threads for training (default: PyTorch's choice, all cores)")
-    run.add_argument("--procs", type=procs_value, default="1",
-                     help="data-parallel training processes on this machine: a number, or auto "
-                          "(one per GPU; on a CPU one one-thread process per core); 1 is one "
-                          "process; under torchrun the launcher decides (default: 1)")
+    procs = os.environ.get("LSTM_AE_PROCS", "auto")
+    run.add_argument("--procs", type=procs_value, default=procs,
+                     help="data-parallel training processes on this machine: a number, or auto, "
+                          "the layout measured fastest (one per GPU; on a CPU with native bf16 "
+                          "one one-thread process per core, else one process); under torchrun "
+                          f"the launcher decides (default: $LSTM_AE_PROCS, else auto; now {procs})")
     run.add_argument("--workers", type=positive_int, default=workers,
                      help="grid points trained in parallel on the CPU, one thread each "
                           f"(default: {workers})")

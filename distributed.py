@@ -232,15 +232,22 @@ def broadcast_from_main(make: Callable[[], Any]) -> Any:
 # How many processes: --procs auto|N
 # ----------------------------------------------------------------------------
 
-def resolve_procs(procs: str | int, device: torch.device) -> int:
+def resolve_procs(procs: str | int, device: torch.device,
+                  bf16_native: Optional[bool] = None) -> int:
     """The number of local processes for ``--procs``.
 
-    ``auto``: one per GPU on CUDA; one on MPS; on the CPU, one one-thread process
-    per core. Measured on the 2-core AVX2 development machine with
-    benchmarks/bench_mnist.py (README, "Data-parallel training"): two one-thread
-    processes beat one two-thread process on pixel-by-pixel MNIST, the case that
-    needs the speed, and in the issue's measurements on an AVX-512 BF16 machine
-    (1.84x). See the README table for the other models.
+    ``auto``: one per GPU on CUDA; one on MPS; on the CPU, by measurement
+    (benchmarks/bench_mnist.py, pixel by pixel H=64 B=32, samples/s):
+
+    * with native bf16 (AVX-512 BF16), one one-thread process per core: issue 10's
+      table, two 1-thread bf16 processes 421 against one 2-thread fp32 process 228;
+    * without it (AVX2 only), one process using every core: on the 2-core AVX2
+      development machine two 1-thread processes gave 175 against 173 for one
+      2-thread process (row by row H=128 B=128: 1,642 against 1,886; the toy
+      model 2.4 against 2.0 s per epoch), so more processes only add overhead.
+
+    ``bf16_native`` is whether a bf16 LSTM runs on this CPU (training.bf16_works_on);
+    None means ask. Raises UserError for more processes than the device allows.
     """
     if str(procs) != "auto":
         count = int(procs)
@@ -254,7 +261,10 @@ def resolve_procs(procs: str | int, device: torch.device) -> int:
         return max(1, torch.cuda.device_count())
     if device.type == "mps":
         return 1
-    return cpu_cores()
+    if bf16_native is None:
+        from training import bf16_works_on  # local: training imports this module
+        bf16_native = bf16_works_on(device)
+    return cpu_cores() if bf16_native else 1
 
 
 # ----------------------------------------------------------------------------

@@ -15,10 +15,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _single_thread_and_clean_env(monkeypatch):
-    """Tests run one thread each (no oversubscription) and ignore users' data variables."""
+    """Tests run one thread each in one process (no oversubscription) and ignore users'
+    data variables."""
     torch.set_num_threads(1)
     monkeypatch.delenv("LSTM_AE_MNIST_DIR", raising=False)
     monkeypatch.delenv("LSTM_AE_SP500_CSV", raising=False)
+    monkeypatch.setenv("LSTM_AE_PROCS", "1")  # --procs auto is tested where it is named
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

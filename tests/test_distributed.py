@@ -67,7 +67,8 @@ def test_a_rank_that_dies_ends_the_run_with_one_line():
 
 
 def test_procs_auto_and_limits():
-    assert distributed.resolve_procs("auto", CPU) == distributed.cpu_cores()
+    assert distributed.resolve_procs("auto", CPU, bf16_native=True) == distributed.cpu_cores()
+    assert distributed.resolve_procs("auto", CPU, bf16_native=False) == 1   # measured: AVX2
     assert distributed.resolve_procs("3", CPU) == 3
     with pytest.raises(UserError, match="MPS"):
         distributed.resolve_procs("2", torch.device("mps"))
