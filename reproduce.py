@@ -20,7 +20,6 @@ RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -29,11 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from io_utils import UserError, write_bytes_atomic, write_json, write_text_atomic
+from io_utils import UserError, write_json
 from results_page import PageEntry, write_page
 from run_info import code_version, comparable_argv
+from synthetic_data import write_mnist, write_prices_csv
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -112,39 +111,6 @@ def documented(part: Part, quick: bool) -> str:
 # Data: found, asked for, or (--quick) a stand-in
 # ----------------------------------------------------------------------------
 
-def stand_in_mnist(folder: Path, n_train: int = 1000, n_test: int = 200) -> Path:
-    """MNIST-shaped IDX files (.gz): each digit a bright bar in its own row band on noise."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
-        for k, label in enumerate(labels):
-            images[k, 2 + 2 * label:4 + 2 * label, 4:24] = 255
-        for kind, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
-            header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-            path = folder / f"{prefix}-{kind}.gz"
-            if not path.exists():
-                write_bytes_atomic(path, gzip.compress(header + array.tobytes(), mtime=0))
-    return folder
-
-
-def stand_in_prices(path: Path, n_stocks: int = 14, n_days: int = 220) -> Path:
-    """Random-walk daily prices in the Kaggle symbol layout (AMZN, GOOGL and S00..)."""
-    if path.exists():
-        return path
-    rng = np.random.default_rng(0)
-    tickers = ["AMZN", "GOOGL"] + [f"S{k:02d}" for k in range(n_stocks - 2)]
-    dates = np.busday_offset("2016-01-04", np.arange(n_days), roll="forward")
-    close = 50 * np.exp(np.cumsum(rng.normal(0.0005, 0.02, (n_stocks, n_days)), axis=1))
-    lines = ["symbol,date,open,high,low,close,volume"]
-    for s, ticker in enumerate(tickers):
-        for d, date in enumerate(dates):
-            c = close[s, d]
-            lines.append(f"{ticker},{date},{c:.4f},{c * 1.01:.4f},{c * 0.99:.4f},{c:.4f},1000")
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return path
-
-
 def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
     """The data flags per data kind; one clear line when data the parts need are missing."""
     kinds = {part.data for part in parts}
@@ -152,13 +118,17 @@ def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[st
     if "mnist" in kinds:
         found["mnist"] = []                 # the script fetches MNIST or reads LSTM_AE_MNIST_DIR
         if args.quick and not os.environ.get("LSTM_AE_MNIST_DIR"):
-            folder = stand_in_mnist(out / "data" / "mnist")
+            folder = out / "data" / "mnist"
+            if not folder.is_dir():
+                write_mnist(folder, n_train=1000, n_test=200)
             found["mnist"] = ["--data-dir", shown(folder), "--no-download"]
     if "sp500" in kinds:
         from snp500_data import KAGGLE_FILE    # the script's default file
         data = args.data
         if data is None and args.quick:
-            data = stand_in_prices(out / "data" / "prices.csv")
+            data = out / "data" / "prices.csv"
+            if not data.is_file():
+                write_prices_csv(data, n_stocks=14, n_days=220)
         elif data is None and (REPO_ROOT / "data" / KAGGLE_FILE).exists():
             data = REPO_ROOT / "data" / KAGGLE_FILE
         if data is None:

@@ -182,7 +182,8 @@ def headline_rows(name: str, results: dict) -> list[str]:
                         f"{code(f'{key}.model (fed back).{h}')}, "
                         f"{code(f'{key}.last value flat.{h}')} |")
     for key, value in _flatten("baselines", results.get("baselines", {})):
-        rows.append(f"| baseline {code(key.split('.', 1)[1])} | | {value:.4g} | "
+        fmt = "pct" if key.endswith("accuracy") else "int" if isinstance(value, int) else "mse"
+        rows.append(f"| baseline {code(key.split('.', 1)[1])} | | {format_number(value, fmt)} | "
                     f"{NOT_QUOTED} | {code(key)} |")
     return rows
 
@@ -233,6 +234,9 @@ def figure_lines(name: str, results: dict, figures_dir: Path, page_dir: Path) ->
     for figure in FIGURES.get(name, ()):
         label = f"Fig {figure.number}" if figure.number else "Not in the report"
         found = sorted(Path(figures_dir).glob(figure.pattern))
+        if "*" in figure.pattern and results.get("test_tickers"):
+            # per-ticker figures: only this run's test stocks, not an earlier run's files
+            found = [p for p in found if p.stem.rsplit("_", 1)[-1] in results["test_tickers"]]
         if figure.needs_grid and not results.get("grid"):
             found = []
         if not found:

@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent
 # Files that do not change what a run computes: editing them keeps results current.
-NOT_CODE = ("reproduce.py", "results_page.py", "run_info.py")
+NOT_CODE = ("reproduce.py", "results_page.py", "run_info.py",
+            "synthetic_data.py")  # stand-in data of --quick and the tests
 # Flags that do not change a run's results (--resume ends where an uninterrupted run would).
 NEUTRAL_FLAGS = ("--resume", "--quiet")
 
