@@ -65,7 +65,11 @@ def procs_value(text: str) -> str:
     """--procs: 'auto' or a whole number of at least 1 (kept as text)."""
     if text.lower() == "auto":
         return "auto"
-    return str(positive_int(text))
+    try:
+        return str(positive_int(text))
+    except argparse.ArgumentTypeError as error:  # the value may come from the environment
+        raise argparse.ArgumentTypeError(f"{error} (from --procs or $LSTM_AE_PROCS; "
+                                         "give auto or a number of processes)") from None
 
 
 def clip_value(text: str) -> Optional[float]:

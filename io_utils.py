@@ -140,8 +140,9 @@ def _jsonable(value):
 def ensure_writable_dir(path: Path, what: str) -> Path:
     """Prove that files can be written to ``path`` before any training, creating
     nothing: an existing folder gets a probe file written and removed; a missing
-    one needs its nearest existing parent to be a writable folder (the folder is
-    made by the first atomic write), so a refused run leaves no empty folders."""
+    one needs a folder to be creatable in its nearest existing parent (one is made
+    and removed again; the folder itself is made by the first atomic write), so a
+    refused run leaves no empty folders. Raises UserError naming the folder."""
     path = Path(path)
     existing = path
     while not existing.exists() and existing != existing.parent:
@@ -156,8 +157,13 @@ def ensure_writable_dir(path: Path, what: str) -> Path:
             probe.unlink()
         except OSError as error:
             problem = error.strerror or str(error)
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
+    else:  # a folder made and removed again proves the missing ones can be made
+        probe = existing / f".write-test-{os.getpid()}"
+        try:
+            probe.mkdir()
+            probe.rmdir()
+        except OSError as error:
+            problem = f"no folder can be made in {existing}: {error.strerror or error}"
     if problem:
         raise UserError(f"cannot write {what} to {path} ({problem}); choose another folder")
     return path

@@ -434,3 +434,16 @@ def test_output_name_taken_by_a_folder_is_refused(tmp_path):
         with atomic_path(taken) as tmp:
             tmp.write_text("x")
     assert taken.is_dir() and list(tmp_path.iterdir()) == [taken]
+
+
+def test_output_folder_that_cannot_be_made_is_refused_before_training(tmp_path, capsys):
+    """/proc accepts no new folders, even for root: one line, before anything is trained."""
+    if not pathlib.Path("/proc/self").exists():
+        pytest.skip("needs Linux /proc")
+    with pytest.raises(SystemExit) as exit_:
+        lstm_ae_toy.main(["--quick", "--figures-dir", "/proc/no-such/figs",
+                          "--run-dir", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/proc/no-such/figs" in err[0] and "no folder can be made" in err[0]
+    assert not (tmp_path / "run").exists()
