@@ -58,7 +58,7 @@ INPUT_DEFAULTS = {
                 ce_weight=1.0,
                 forget_bias=None, chrono=False, init="default", standardize_input=False,
                 reverse_output=False, decoder_position=False),
-    "pixel": dict(hidden_size=[64], lr=[2e-3], batch_size=[32], epochs=8, shift=0,
+    "pixel": dict(hidden_size=[64], lr=[2e-3], batch_size=[32], epochs=7, shift=0,
                   ce_weight=0.1,
                   forget_bias=1.0, chrono=True, init="orthogonal", standardize_input=True,
                   reverse_output=True, decoder_position=True),
