@@ -56,7 +56,7 @@ PARTS = (
     Part("mnist_row", "Part 2: MNIST, row by row", "lstm_ae_mnist.py", (), ("--quick",),
          "mnist", 15),
     Part("mnist_pixel", "Part 2: MNIST, pixel by pixel", "lstm_ae_mnist.py", PIXEL,
-         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 44),
+         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 53),
     Part("snp500", "Part 3: S&P 500", "lstm_ae_snp500.py", (), ("--quick", "--workers", "1"),
          "sp500", 13),
 )
@@ -194,10 +194,12 @@ def run(args: argparse.Namespace) -> int:
     data = data_args(parts, args, out)
     version = code_version()
     started, took = time.monotonic(), {}
+    argvs = {part.name: part_argv(part, args, out, data) for part in parts}
+    states = {part.name: "new" if args.force else
+              part_state(out / "runs" / part.name, argvs[part.name], version) for part in parts}
     for number, part in enumerate(parts, 1):
         run_dir = out / "runs" / part.name
-        argv = part_argv(part, args, out, data)
-        state = "new" if args.force else part_state(run_dir, argv, version)
+        argv, state = argvs[part.name], states[part.name]
         head = f"[reproduce {number}/{len(parts)}] {part.name}"
         if state == "done":
             print(f"{head}: results current (same command and code), skipped; --force reruns it",
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         if state == "started":
             argv.append("--resume")
-        left = sum(p.minutes for p in parts[number - 1:] if p.name not in took)
+        left = sum(p.minutes for p in parts[number - 1:] if states[p.name] != "done")
         estimate = "" if args.quick else (f" (its last measured run: {part.minutes} min on 2 CPU "
                                           f"cores; parts still to run: about {left} min)")
         print(f"{head}: python {part.script} {' '.join(argv)}{estimate}", flush=True)
