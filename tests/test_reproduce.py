@@ -90,8 +90,9 @@ def expected_values(results: dict, keys_cell: str) -> list:
 
 def agrees(text: str, value: float) -> bool:
     """text is value as printed: equal up to half a unit in its last printed digit."""
-    number = NUMBER.search(text).group()
-    scale = 100 if text.rstrip("*").endswith("%") else 1
+    match = NUMBER.search(text)
+    number = match.group()
+    scale = 100 if text[match.end():].startswith("%") else 1
     tolerance = 0.5 * 10.0 ** Decimal(number).as_tuple().exponent
     return abs(float(number) - scale * value) <= tolerance * (1 + 1e-9)
 
@@ -128,6 +129,9 @@ def test_every_number_on_the_page_is_the_one_in_its_results_json(quick):
             values = expected_values(results, cells[-1])
             shown = [cells[header.index(column)] for column in ("this run", "baseline", "value")
                      if column in header]
+            if values and all(isinstance(v, bool) for v in values):
+                assert shown == [", ".join("yes" if v else "no" for v in values)], (name, cells)
+                continue
             if all(isinstance(v, str) for v in values):
                 assert shown == [", ".join(values)], (name, cells)
                 continue
