@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from io_utils import UserError, write_json
+from io_utils import UserError, ensure_writable_dir, one_line, write_json
 from results_page import PageEntry, write_page
 from run_info import code_version, comparable_argv
 from synthetic_data import write_mnist, write_prices_csv
@@ -182,12 +182,17 @@ def run(args: argparse.Namespace) -> int:
     if args.quick and out == REPO_ROOT:
         raise UserError("--quick must not write over the committed figures/ and RESULTS.md; "
                         "choose another --out")
+    ensure_writable_dir(out, "--out")
     parts = [part for part in PARTS if part.name in args.parts]
     entries = [PageEntry(p.name, p.title, documented(p, args.quick),
                          out / "runs" / p.name / "results.json", out / "figures") for p in PARTS]
     page = out / "RESULTS.md"
     note = QUICK_NOTE if args.quick else ""
     if args.page_only:
+        if not any(entry.results_path.is_file() for entry in entries):
+            raise UserError(f"--page-only found no results.json under {out / 'runs'} (runs/ is not "
+                            "in git), so it would turn every part into 'Not run': run the parts "
+                            "first, or give --out the folder of a reproduction")
         write_page(page, entries, note)
         print(f"wrote {page}")
         return 0
@@ -228,14 +233,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def fail(parser: argparse.ArgumentParser, message: str) -> None:
+    """One line on stderr and exit status 2, as the scripts do (cli.run_main)."""
+    print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    parser.error = lambda message: fail(parser, f"{message} (see --help)")
     args = parser.parse_args(argv)
     try:
         status = run(args)
     except UserError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(parser, str(error))
     if status:
         raise SystemExit(status)
     return status

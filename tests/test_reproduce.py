@@ -114,6 +114,9 @@ def test_quick_reproduction_writes_the_page_and_every_figure_it_shows(quick):
         assert numbered <= shown, (name, numbered - shown)
     assert "98.88%" in parts["mnist_row"] and "under 11%" in parts["mnist_pixel"]
     assert "Smoke run" in page
+    linked = {Path(link).name for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)}
+    drawn = {path.name for path in (out / "figures").glob("*.png")}
+    assert drawn == linked, ("drawn but not on the page", drawn - linked)
 
 
 def test_every_number_on_the_page_is_the_one_in_its_results_json(quick):
@@ -219,11 +222,38 @@ def test_quick_refuses_to_write_into_the_repository(capsys):
 
 
 def test_page_lists_parts_without_results_as_not_run(tmp_path):
+    (tmp_path / "runs" / "toy").mkdir(parents=True)
+    (tmp_path / "runs" / "toy" / "results.json").write_text(json.dumps({"test_mse": 0.25}))
     assert reproduce.main(["--out", str(tmp_path), "--page-only"]) == 0
     page = (tmp_path / "RESULTS.md").read_text()
-    assert page.count("Not run") == 4
+    assert page.count("Not run") == 3 and "**0.25**" in page
     assert "    python lstm_ae_snp500.py --data PATH/TO/prices.csv.gz\n" in page
     assert "    python lstm_ae_mnist.py --input pixel\n" in page
+
+
+def test_page_only_without_any_results_refuses_instead_of_blanking_the_page(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["--out", str(tmp_path), "--page-only"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no results.json" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quick", "--out", "{file}"], "is not a folder"),
+    (["--page-only", "--out", "{file}"], "is not a folder"),
+    (["--parts", "foo"], "invalid choice: 'foo'"),
+    (["--threads", "abc"], "invalid int value"),
+])
+def test_bad_reproduce_flags_are_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main([a.format(file=tmp_path / "a_file") for a in args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 class FakeTerminal(io.StringIO):
