@@ -3,7 +3,7 @@
 
     python benchmarks/bench_validation.py
 """
-import sys, time
+import argparse, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np, torch
@@ -33,6 +33,12 @@ def entry(shared):
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
-if __name__ == "__main__":
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                            ).parse_args(argv)   # no flags: --help only
     for shared in (False, True):
         print("shared" if shared else "rank 0 only", f"{distributed.launch(entry, 2, shared):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
