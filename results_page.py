@@ -53,6 +53,17 @@ class PageEntry:
     figures_dir: Path
 
 
+def forecast_headlines(what: str, key: str, baseline: str) -> tuple:
+    """The S&P forecast rows of one horizon (results.json ``key``): errors beside the
+    naive baseline's, then the Diebold-Mariano test between them."""
+    return (Headline(f"{what}, MSE in USD²", f"{key}.model.mse_price",
+                     baselines=((baseline, f"{key}.baseline.mse_price"),)),
+            Headline(f"{what}, RMSE in % of price", f"{key}.model.rmse_pct",
+                     baselines=((baseline, f"{key}.baseline.rmse_pct"),)),
+            Headline(f"{what}, Diebold-Mariano statistic", f"{key}.diebold_mariano.statistic"),
+            Headline(f"{what}, Diebold-Mariano p-value", f"{key}.diebold_mariano.p_value"))
+
+
 MNIST_CHANCE = (("chance: the most frequent test class", "baselines.chance_accuracy"),)
 MNIST_MSE = (("mean training image", "baselines.mean_image_mse"),
              ("PCA with as many components as the latent size", "baselines.pca_mse"))
@@ -77,18 +88,8 @@ HEADLINES = {
     "snp500": (
         Headline("reconstruction, MSE in USD²", "reconstruction.mse_price"),
         Headline("reconstruction, RMSE in % of price", "reconstruction.rmse_pct", "mse"),
-        Headline("one step ahead, MSE in USD²", "one_step.model.mse_price",
-                 baselines=(("persistence", "one_step.baseline.mse_price"),)),
-        Headline("one step ahead, RMSE in % of price", "one_step.model.rmse_pct",
-                 baselines=(("persistence", "one_step.baseline.rmse_pct"),)),
-        Headline("one step ahead, Diebold-Mariano statistic", "one_step.diebold_mariano.statistic"),
-        Headline("one step ahead, Diebold-Mariano p-value", "one_step.diebold_mariano.p_value"),
-        Headline("multi-step, MSE in USD²", "multi_step.model.mse_price",
-                 baselines=(("last value flat", "multi_step.baseline.mse_price"),)),
-        Headline("multi-step, RMSE in % of price", "multi_step.model.rmse_pct",
-                 baselines=(("last value flat", "multi_step.baseline.rmse_pct"),)),
-        Headline("multi-step, Diebold-Mariano statistic", "multi_step.diebold_mariano.statistic"),
-        Headline("multi-step, Diebold-Mariano p-value", "multi_step.diebold_mariano.p_value"),
+        *forecast_headlines("one step ahead", "one_step", "persistence"),
+        *forecast_headlines("multi-step", "multi_step", "last value flat"),
     ),
 }
 
