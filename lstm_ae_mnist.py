@@ -30,18 +30,19 @@ from pathlib import Path
 
 import torch
 
-from baselines import mnist_baselines
-from cli import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float,
-                 non_negative_int, positive_int, run_main)
-from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
-                        search_then_train)
-from io_utils import UserError, write_json
-from mnist_data import acquire_mnist, load_mnist, mnist_splits, random_shift
+from lstm_ae.evaluation.baselines import mnist_baselines
+from lstm_ae.cli.flags import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float,
+                               non_negative_int, positive_int, run_main)
+from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
+                                    search_then_train)
+from lstm_ae.errors import UserError
+from lstm_ae.files import write_json
+from lstm_ae.datasets.mnist import acquire_mnist, load_mnist, mnist_splits, random_shift
 from models import CLASSIFIER_INPUTS, INITS
-from grid_search import grid_summary
-from run_info import run_provenance
-from plotting import plot_curves, plot_digits, plot_history
-from training import TrainConfig, evaluate, predict, to_device
+from lstm_ae.engine.grid_search import grid_summary
+from lstm_ae.reporting.provenance import run_provenance
+from lstm_ae.reporting.figures import plot_curves, plot_digits, plot_history
+from lstm_ae.engine.training import TrainConfig, evaluate, predict, to_device
 
 DATA_FLAGS = ("input", "val_size", "train_limit", "test_limit")
 FIGURE_OF_INPUT = {"row": "fig2_3", "pixel": "fig2_4"}

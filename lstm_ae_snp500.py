@@ -43,20 +43,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import forecasting as fc
-from cli import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float, non_negative_int,
-                 positive_int, run_main)
-from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
-                        search_then_train)
-from forecast_tests import compare
-from io_utils import DataError, UserError, write_json
-from run_info import run_provenance
-from plotting import (plot_curves, plot_error_by_horizon, plot_forecast, plot_history,
-                      plot_reconstructions, plot_series)
-from price_windows import (SCALES, choose_tickers, model_windows, split_series, stock_series,
-                           window_starts)
-from snp500_data import KAGGLE_FILE, load_prices
-from training import to_device
+from lstm_ae.evaluation import forecasting as fc
+from lstm_ae.cli.flags import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float,
+                               non_negative_int, positive_int, run_main)
+from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
+                                    search_then_train)
+from lstm_ae.evaluation.diebold_mariano import compare
+from lstm_ae.errors import DataError, UserError
+from lstm_ae.files import write_json
+from lstm_ae.reporting.provenance import run_provenance
+from lstm_ae.reporting.figures import (plot_curves, plot_error_by_horizon, plot_forecast,
+                                       plot_history, plot_reconstructions, plot_series)
+from lstm_ae.datasets.price_windows import (SCALES, choose_tickers, model_windows, split_series,
+                                            stock_series, window_starts)
+from lstm_ae.datasets.prices import KAGGLE_FILE, load_prices
+from lstm_ae.engine.training import to_device
 
 DATA_FLAGS = ("data", "field", "start", "end", "tickers", "window", "stride", "split", "scale",
               "max_gap", "complete_only")

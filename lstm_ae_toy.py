@@ -23,16 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import add_common_flags, args_as_dict, positive_int, run_main
-from io_utils import UserError, write_json
-from experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
-                        search_then_train)
-from grid_search import grid_summary
-from run_info import run_provenance
-from plotting import plot_curves, plot_reconstructions, plot_series
-from splits import split_indices
-from toy_data import baseline_mse, generate_toy_sequences
-from training import TrainConfig, evaluate, predict, to_device
+from lstm_ae.cli.flags import add_common_flags, args_as_dict, positive_int, run_main
+from lstm_ae.errors import UserError
+from lstm_ae.files import write_json
+from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
+                                    search_then_train)
+from lstm_ae.engine.grid_search import grid_summary
+from lstm_ae.reporting.provenance import run_provenance
+from lstm_ae.reporting.figures import plot_curves, plot_reconstructions, plot_series
+from lstm_ae.datasets.splits import split_indices
+from lstm_ae.datasets.synthetic import baseline_mse, generate_toy_sequences
+from lstm_ae.engine.training import TrainConfig, evaluate, predict, to_device
 
 
 DATA_FLAGS = ("n_sequences", "length", "data_seed")

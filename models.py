@@ -18,12 +18,13 @@ Two optional heads reuse the same model rather than copying it:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from io_utils import UserError
+from lstm_ae.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
@@ -56,6 +57,55 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UserError("--device mps was asked for but this PyTorch has no MPS backend; "
                          "use --device cpu (or auto)")
     return torch.device(name)
+
+
+@dataclass
+class AutoencoderConfig:
+    """Everything that defines an LSTMAutoencoder; checkpoints store it as a dict
+    and rebuild the model from it. The fields are documented on LSTMAutoencoder."""
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    dropout: float = 0.0
+    output_activation: str = "sigmoid"
+    n_classes: Optional[int] = None
+    classifier_input: str = "decoder"
+    predict_next: bool = False
+    predict_change: bool = False
+    reverse_output: bool = False
+    forget_bias: Optional[float] = None
+    chrono_steps: Optional[int] = None
+    init: str = "default"
+    input_mean: float = 0.0
+    input_std: float = 1.0
+    position_periods: Optional[list] = None
+
+    def __post_init__(self):
+        self.input_mean, self.input_std = float(self.input_mean), float(self.input_std)
+        if self.position_periods is not None:
+            self.position_periods = [float(p) for p in self.position_periods]
+
+    def validate(self) -> None:
+        """ValueError naming the first field that cannot work."""
+        for name in ("input_size", "hidden_size", "num_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        choices = (("output_activation", OUTPUT_ACTIVATIONS), ("classifier_input", CLASSIFIER_INPUTS),
+                   ("init", INITS))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.n_classes is not None and self.n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2, got {self.n_classes}")
+        periods = self.position_periods
+        if periods is not None and (len(periods) == 0 or any(p <= 0 for p in periods)):
+            raise ValueError(f"position_periods must be positive numbers, got {periods}")
+        if not self.input_std > 0:
+            raise ValueError(f"input_std must be positive, got {self.input_std}")
+        if self.chrono_steps is not None and self.chrono_steps < 3:
+            raise ValueError(f"chrono_steps must be at least 3, got {self.chrono_steps}")
 
 
 class AutoencoderOutput(NamedTuple):
@@ -110,73 +160,50 @@ class LSTMAutoencoder(nn.Module):
             arrives at about +2.8 and the encoder notices it from the first batch.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, output_activation: str = "sigmoid",
-                 n_classes: Optional[int] = None, classifier_input: str = "decoder",
-                 predict_next: bool = False, predict_change: bool = False,
-                 reverse_output: bool = False,
-                 forget_bias: Optional[float] = None, chrono_steps: Optional[int] = None,
-                 init: str = "default", input_mean: float = 0.0, input_std: float = 1.0,
-                 position_periods: Optional[tuple] = None):
+    def __init__(self, *args, **fields):
+        """``LSTMAutoencoder(config)`` with an AutoencoderConfig, or the config's
+        fields directly: ``LSTMAutoencoder(28, 128, n_classes=10)``."""
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("num_layers", num_layers)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}")
-        if classifier_input not in CLASSIFIER_INPUTS:
-            raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}")
-        if n_classes is not None and n_classes < 2:
-            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
-        if position_periods is not None and (len(position_periods) == 0 or
-                                             any(float(p) <= 0 for p in position_periods)):
-            raise ValueError(f"position_periods must be positive numbers, got {position_periods}")
-        if not input_std > 0:
-            raise ValueError(f"input_std must be positive, got {input_std}")
-        # Everything needed to rebuild the model; stored in checkpoints.
-        self.model_args = dict(input_size=input_size, hidden_size=hidden_size,
-                               num_layers=num_layers, dropout=dropout,
-                               output_activation=output_activation, n_classes=n_classes,
-                               classifier_input=classifier_input, predict_next=predict_next,
-                               predict_change=predict_change,
-                               reverse_output=reverse_output, forget_bias=forget_bias,
-                               chrono_steps=chrono_steps, init=init,
-                               input_mean=float(input_mean), input_std=float(input_std),
-                               position_periods=(None if position_periods is None
-                                                 else [float(p) for p in position_periods]))
-        self.input_mean, self.input_std = float(input_mean), float(input_std)
-        between_layers = dropout if num_layers > 1 else 0.0
-        self.encoder = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
+        if len(args) == 1 and not fields and isinstance(args[0], AutoencoderConfig):
+            config = args[0]
+        else:
+            config = AutoencoderConfig(*args, **fields)
+        config.validate()
+        self.config = config
+        c = config
+        self.input_mean, self.input_std = c.input_mean, c.input_std
+        self.position_periods = c.position_periods
+        self.output_activation = c.output_activation
+        self.classifier_input = c.classifier_input
+        self.reverse_output = c.reverse_output
+        self.predict_change = c.predict_change
+        self._build_layers(c)
+        if c.init == "orthogonal":
+            self._orthogonal_init()
+        if c.chrono_steps is not None:
+            self._chrono_init(int(c.chrono_steps))
+        elif c.forget_bias is not None:
+            self._set_forget_bias(float(c.forget_bias))
+
+    @property
+    def model_args(self) -> dict:
+        """The config as a plain dict (what checkpoints and results.json store)."""
+        return asdict(self.config)
+
+    def _build_layers(self, c: AutoencoderConfig) -> None:
+        between_layers = c.dropout if c.num_layers > 1 else 0.0
+        self.encoder = nn.LSTM(c.input_size, c.hidden_size, c.num_layers, batch_first=True,
                                dropout=between_layers)
-        self.position_periods = (None if position_periods is None
-                                 else [float(p) for p in position_periods])
-        n_position = 2 * len(self.position_periods) if self.position_periods else 0
-        self.decoder = nn.LSTM(hidden_size + n_position, hidden_size, num_layers, batch_first=True,
-                               dropout=between_layers)
-        self.output_layer = nn.Linear(hidden_size, input_size)
-        self.output_activation = output_activation
-        self.classifier_input = classifier_input
-        self.reverse_output = reverse_output
-        self.predict_change = predict_change
-        self.classifier = nn.Linear(hidden_size, n_classes) if n_classes else None
-        self.predictor = nn.Linear(hidden_size, input_size) if predict_next else None
-        if self.predictor is not None and predict_change:
+        n_position = 2 * len(c.position_periods) if c.position_periods else 0
+        self.decoder = nn.LSTM(c.hidden_size + n_position, c.hidden_size, c.num_layers,
+                               batch_first=True, dropout=between_layers)
+        self.output_layer = nn.Linear(c.hidden_size, c.input_size)
+        self.classifier = nn.Linear(c.hidden_size, c.n_classes) if c.n_classes else None
+        self.predictor = nn.Linear(c.hidden_size, c.input_size) if c.predict_next else None
+        if self.predictor is not None and c.predict_change:
             # Start exactly at the persistence forecast; training moves away from it.
             nn.init.zeros_(self.predictor.weight)
             nn.init.zeros_(self.predictor.bias)
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}")
-        if init == "orthogonal":
-            self._orthogonal_init()
-        if chrono_steps is not None:
-            if chrono_steps < 3:
-                raise ValueError(f"chrono_steps must be at least 3, got {chrono_steps}")
-            self._chrono_init(int(chrono_steps))
-        elif forget_bias is not None:
-            self._set_forget_bias(float(forget_bias))
 
     def _orthogonal_init(self) -> None:
         # Keras's LSTM defaults: Glorot-uniform input weights, an orthogonal

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from io_utils import UserError, ensure_writable_dir, one_line, write_json
-from results_page import PageEntry, write_page
-from run_info import code_version, comparable_argv
-from synthetic_data import write_mnist, write_prices_csv
+from lstm_ae.errors import UserError, one_line
+from lstm_ae.files import REPO_ROOT, ensure_writable_dir, write_json
+from lstm_ae.reporting.results_page import PageEntry, write_page
+from lstm_ae.reporting.provenance import code_version, comparable_argv
+from lstm_ae.datasets.standins import write_mnist, write_prices_csv
 
-REPO_ROOT = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[st
                 write_mnist(folder, n_train=1000, n_test=200)
             found["mnist"] = ["--data-dir", shown(folder), "--no-download"]
     if "sp500" in kinds:
-        from snp500_data import KAGGLE_FILE    # the script's default file
+        from lstm_ae.datasets.prices import KAGGLE_FILE    # the script's default file
         data = args.data
         if data is None and args.quick:
             data = out / "data" / "prices.csv"

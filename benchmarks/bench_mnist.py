@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import distributed  # noqa: E402
-from cli import positive_int  # noqa: E402
+from lstm_ae.engine import distributed  # noqa: E402
+from lstm_ae.cli.flags import positive_int  # noqa: E402
 from models import DEVICE_CHOICES, LSTMAutoencoder, resolve_device  # noqa: E402
-from training import TrainConfig, fit, resolve_precision, setup_runtime, to_device  # noqa: E402
+from lstm_ae.engine.training import TrainConfig, fit, to_device  # noqa: E402
+from lstm_ae.engine.runtime import resolve_precision, setup_runtime  # noqa: E402
 
 TRAIN_IMAGES = 55_000
 SHAPES = {"row": (28, 28), "pixel": (784, 1)}

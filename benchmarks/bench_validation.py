@@ -7,9 +7,10 @@ import argparse, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np, torch
-import distributed
+from lstm_ae.engine import distributed
 from models import LSTMAutoencoder
-from training import TrainConfig, evaluate, setup_runtime
+from lstm_ae.engine.training import TrainConfig, evaluate
+from lstm_ae.engine.runtime import setup_runtime
 
 def entry(shared):
     setup_runtime(1)

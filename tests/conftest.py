@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from synthetic_data import idx_bytes, price_rows, write_mnist, write_prices_csv  # noqa: F401 (fixtures for the tests)
+from lstm_ae.datasets.standins import (idx_bytes, price_rows, write_mnist, write_prices_csv)  # noqa: F401 (fixtures for the tests)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from lstm_ae.files import REPO_ROOT  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,11 @@ import os
 
 import torch
 
-import distributed
+from lstm_ae.engine import distributed
 from models import LSTMAutoencoder
-from training import TrainConfig, fit, setup_runtime, to_device
-from toy_data import generate_toy_sequences
+from lstm_ae.engine.training import TrainConfig, fit, to_device
+from lstm_ae.engine.runtime import setup_runtime
+from lstm_ae.datasets.synthetic import generate_toy_sequences
 
 CPU = torch.device("cpu")
 

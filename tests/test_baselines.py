@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from baselines import chance_accuracy, mean_image_mse, mnist_baselines, pca_mse
+from lstm_ae.evaluation.baselines import chance_accuracy, mean_image_mse, mnist_baselines, pca_mse
 
 
 def direct_pca_mse(train, test, k):

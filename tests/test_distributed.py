@@ -10,14 +10,15 @@ import time
 import pytest
 import torch
 
-import distributed
+from lstm_ae.engine import distributed, runtime
 import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
 from conftest import REPO_ROOT, is_png, no_temp_files, write_mnist, write_prices_csv
-from io_utils import UserError
+from lstm_ae.errors import UserError
 from models import LSTMAutoencoder
-from training import fit, load_checkpoint, to_device
+from lstm_ae.engine.training import fit, to_device
+from lstm_ae.engine.checkpoints import load_checkpoint
 from dist_entries import CONFIG, crash_entry, toy_data, train_entry
 
 CPU = torch.device("cpu")
@@ -75,7 +76,7 @@ def test_procs_auto_and_limits():
 
 
 def test_precision_rule_follows_the_measurements():
-    rule = distributed.choose_precision
+    rule = runtime.choose_precision
     assert rule(False, CPU, 1, 256) == "fp32"                 # no native bf16: never
     assert rule(True, CPU, 1, 32) == "bf16"                   # one-thread process
     assert rule(True, CPU, 2, 32) == "fp32"                   # 2 threads, small batch

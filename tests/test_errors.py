@@ -22,12 +22,12 @@ import torch
 import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
-from cli import REPO_ROOT, run_main
+from lstm_ae.cli.flags import REPO_ROOT, run_main
 from conftest import write_mnist
-from experiment import default_output_dirs, prepare_run
-from io_utils import (MAX_MESSAGE, DataError, UserError, atomic_path, one_line, reading,
-                      remove_stale_temp_files)
-from training import CHECKPOINT_FORMAT
+from lstm_ae.cli.experiment import default_output_dirs, prepare_run
+from lstm_ae.errors import MAX_MESSAGE, DataError, UserError, one_line, reading
+from lstm_ae.files import atomic_path, remove_stale_temp_files
+from lstm_ae.engine.checkpoints import CHECKPOINT_FORMAT
 
 
 def snapshot(*folders) -> dict:
@@ -338,7 +338,7 @@ def test_quick_outputs_go_to_an_ignored_folder(experiment):
 
 
 def test_prepare_run_with_quick_uses_them_and_creates_nothing(tmp_path, monkeypatch):
-    import experiment
+    from lstm_ae.cli import experiment
     monkeypatch.setattr(experiment, "REPO_ROOT", tmp_path)
     args = lstm_ae_toy.build_parser().parse_args(["--quick"])
     ctx = prepare_run(args, "toy")
@@ -399,8 +399,8 @@ def test_shared_corrupt_deflate_case(tmp_path, capsys):
 def test_eval_only_data_path_given_or_taken_from_the_checkpoint(tmp_path, monkeypatch, capsys):
     """The S&P script's --data: a path that differs from the checkpoint's is refused,
     the same file spelled otherwise is accepted, and no --data takes the checkpoint's."""
-    import experiment
-    from cli import explicit_flags
+    from lstm_ae.cli import experiment
+    from lstm_ae.cli.flags import explicit_flags
     stored = tmp_path / "prices.csv"
     stored.write_text("x\n")
     checkpoint = {"run_config": {"data": str(stored), "window": 20, "tickers": ["AMZN", "GOOGL"]}}

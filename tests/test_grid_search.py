@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import grid_search
-from grid_search import (GridPoint, best_row, config_label, expand_grid, grid_search as search,
-                         read_grid_csv)
-from toy_data import generate_toy_sequences
-from training import TrainConfig, to_device
+from lstm_ae.engine import grid_search
+from lstm_ae.engine.grid_search import (GridPoint, best_row, config_label, expand_grid,
+                                        grid_search as search, read_grid_csv)
+from lstm_ae.datasets.synthetic import generate_toy_sequences
+from lstm_ae.engine.training import TrainConfig, to_device
 
 CPU = torch.device("cpu")
 

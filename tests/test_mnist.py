@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-import baselines
+from lstm_ae.evaluation import baselines
 import lstm_ae_mnist
-import mnist_data
+from lstm_ae.datasets import mnist as mnist_data
 from conftest import idx_bytes, is_png, no_temp_files, shared_data, write_mnist
-from io_utils import DataError
-from mnist_data import (MNIST_FILES, SourceUnavailable, acquire_mnist, load_mnist, mnist_splits,
-                        parse_idx, random_shift, read_idx)
+from lstm_ae.errors import DataError
+from lstm_ae.datasets.mnist import (MNIST_FILES, SourceUnavailable, acquire_mnist, load_mnist,
+                                    mnist_splits, parse_idx, random_shift, read_idx)
 
 
 def test_idx_round_trip_gzip_and_raw(tmp_path):

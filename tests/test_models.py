@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import models
-from io_utils import UserError
+from lstm_ae.errors import UserError
 from models import LSTMAutoencoder, resolve_device
 
 

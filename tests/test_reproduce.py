@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import reproduce
-import results_page
+from lstm_ae.reporting import results_page
 from conftest import REPO_ROOT
-from run_info import code_version
-from training import EpochProgress
+from lstm_ae.reporting.provenance import code_version
+from lstm_ae.engine.progress import EpochProgress
 
 KEY = re.compile(r"`([^`]+)`")
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.ASCII)
@@ -198,7 +198,7 @@ def test_part_state(tmp_path):
 
 
 def test_missing_sp500_data_is_asked_for_in_one_line(tmp_path, capsys):
-    from snp500_data import KAGGLE_FILE
+    from lstm_ae.datasets.prices import KAGGLE_FILE
     if (REPO_ROOT / "data" / KAGGLE_FILE).exists():
         pytest.skip("this checkout has the default S&P 500 file")
     with pytest.raises(SystemExit) as exit_info:

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-import forecasting as fc
+from lstm_ae.evaluation import forecasting as fc
 import lstm_ae_snp500
 from conftest import is_png, price_rows, shared_data, write_prices_csv
-from io_utils import DataError
+from lstm_ae.errors import DataError
 from models import LSTMAutoencoder
-from price_windows import (Series, choose_tickers, decode, encode, model_windows, split_series,
-                           stock_series, tile_windows, window_starts)
-from snp500_data import load_prices
+from lstm_ae.datasets.price_windows import (Series, choose_tickers, decode, encode, model_windows,
+                                            split_series, stock_series, tile_windows,
+                                            window_starts)
+from lstm_ae.datasets.prices import load_prices
 
 CPU = torch.device("cpu")
 
@@ -214,7 +215,7 @@ def test_one_step_is_causal_and_multi_step_sees_only_the_past(kind):
 
 
 def test_diebold_mariano_hln_by_hand_and_verdicts():
-    from forecast_tests import compare, diebold_mariano, verdict
+    from lstm_ae.evaluation.diebold_mariano import compare, diebold_mariano, verdict
     from scipy import stats
     rng = np.random.default_rng(0)
     a, b = rng.random(50), rng.random(50)

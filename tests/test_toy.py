@@ -5,8 +5,8 @@ import pytest
 
 import lstm_ae_toy
 from conftest import is_png, no_temp_files
-from splits import split_indices
-from toy_data import baseline_mse, generate_toy_sequences
+from lstm_ae.datasets.splits import split_indices
+from lstm_ae.datasets.synthetic import baseline_mse, generate_toy_sequences
 
 
 def test_generator_shapes_range_and_seed():

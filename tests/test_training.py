@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-import training
-from io_utils import UserError
+from lstm_ae.engine import runtime, training
+from lstm_ae.errors import UserError
 from models import LSTMAutoencoder
-from toy_data import generate_toy_sequences
-from training import (TrainConfig, evaluate, fit, learning_rate_at, load_checkpoint, loss_terms,
-                      model_from_checkpoint, resolve_precision, to_device)
+from lstm_ae.datasets.synthetic import generate_toy_sequences
+from lstm_ae.engine.training import (TrainConfig, evaluate, fit, learning_rate_at, loss_terms,
+                                     to_device)
+from lstm_ae.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from lstm_ae.engine.runtime import resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -81,7 +83,7 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
         assert torch.equal(tensor, resumed.state_dict()[name]), name
     checkpoint = load_checkpoint(path)
     assert checkpoint["epoch"] == 4 and checkpoint["train_config"]["seed"] == 3
-    assert set(checkpoint) >= {"model_args", "model_state", "best_model_state", "optimizer_state",
+    assert set(checkpoint) >= {"model_config", "model_state", "best_model_state", "optimizer_state",
                                "train_config", "run_config", "history", "best_val_loss"}
 
 
@@ -171,15 +173,15 @@ def test_divergence_is_reported_as_one_clear_error():
 
 def test_precision_choice(monkeypatch):
     assert resolve_precision("fp32", CPU) == "fp32"
-    monkeypatch.setattr(training, "bf16_works_on", lambda device: False)
+    monkeypatch.setattr(runtime, "bf16_works_on", lambda device: False)
     assert resolve_precision("auto", CPU) == "fp32"
     with pytest.raises(UserError, match="bf16 is not supported"):
         resolve_precision("bf16", CPU)
-    monkeypatch.setattr(training, "bf16_works_on", lambda device: True)
+    monkeypatch.setattr(runtime, "bf16_works_on", lambda device: True)
     assert resolve_precision("auto", CPU) == "bf16"
 
 
-@pytest.mark.skipif(not training.bf16_works_on(CPU), reason="this CPU has no native bf16")
+@pytest.mark.skipif(not runtime.bf16_works_on(CPU), reason="this CPU has no native bf16")
 def test_bf16_autocast_training_runs_and_learns():
     data = toy_tensors()
     model = small_model()

@@ -24,9 +24,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from io_utils import DataError
-from snp500_data import PriceTable
-from splits import SPLIT_SEED
+from lstm_ae.errors import DataError
+from lstm_ae.datasets.prices import PriceTable
+from lstm_ae.datasets.splits import SPLIT_SEED
 
 SCALES = ("first-half", "window", "log")   # "whole": the reconstruction model's min-max
 WINDOW_LOG_FACTOR = 10.0

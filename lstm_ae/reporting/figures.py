@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from io_utils import atomic_path  # noqa: E402
+from lstm_ae.files import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> Path:

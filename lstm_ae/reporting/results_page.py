@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from io_utils import write_text_atomic
+from lstm_ae.files import write_text_atomic
 
 NOT_QUOTED = "none quoted"
 

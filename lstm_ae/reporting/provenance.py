@@ -19,10 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent
+from lstm_ae.files import REPO_ROOT
+
 # Files that do not change what a run computes: editing them keeps results current.
-NOT_CODE = ("reproduce.py", "results_page.py", "run_info.py",
-            "synthetic_data.py")  # stand-in data of --quick and the tests
+NOT_CODE = ("reproduce.py",                      # runs the parts, writes the page
+            "lstm_ae/reporting",                 # figures' looks, the page, this module
+            "lstm_ae/datasets/standins.py")      # stand-in data of --quick and the tests
 # Flags that do not change a run's results (--resume ends where an uninterrupted run would).
 NEUTRAL_FLAGS = ("--resume", "--quiet")
 
@@ -35,13 +37,23 @@ def note_command(prog: str, argv: Optional[Sequence[str]]) -> None:
                     started=time.monotonic())
 
 
+def code_files(root: Path = REPO_ROOT) -> list[Path]:
+    """The files whose bytes decide what a run computes: the top-level scripts and
+    models.py, and every module of the lstm_ae package, except NOT_CODE."""
+    root = Path(root)
+    files = sorted(root.glob("*.py")) + sorted((root / "lstm_ae").rglob("*.py"))
+    def counted(path: Path) -> bool:
+        name = path.relative_to(root).as_posix()
+        return not any(name == skip or name.startswith(skip + "/") for skip in NOT_CODE)
+    return [path for path in files if counted(path)]
+
+
 def code_version(root: Path = REPO_ROOT) -> str:
-    """sha256 (first 16 hex digits) over the names and bytes of the project's
-    top-level .py files, except the reporting ones (NOT_CODE)."""
+    """sha256 (first 16 hex digits) over the paths and bytes of ``code_files``."""
     digest = hashlib.sha256()
-    for path in sorted(Path(root).glob("*.py")):
-        if path.name not in NOT_CODE:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in code_files(root):
+        name = path.relative_to(root).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "sha256:" + digest.hexdigest()[:16]
 
 

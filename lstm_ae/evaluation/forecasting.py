@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models import LSTMAutoencoder
-from price_windows import Series, decode, encode, series_params, tile_windows
+from lstm_ae.datasets.price_windows import Series, decode, encode, series_params, tile_windows
 
 
 def _outputs(model: LSTMAutoencoder, windows: np.ndarray, device: torch.device,

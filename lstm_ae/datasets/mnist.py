@@ -25,8 +25,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from io_utils import DataError, reading, remove_stale_temp_files, write_bytes_atomic
-from splits import SPLIT_SEED
+from lstm_ae.errors import DataError, reading
+from lstm_ae.files import remove_stale_temp_files, write_bytes_atomic
+from lstm_ae.datasets.splits import SPLIT_SEED
 
 # The MD5 of each file's uncompressed content (the well-known originals).
 MNIST_FILES = {

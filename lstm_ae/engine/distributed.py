@@ -41,7 +41,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
-from io_utils import UserError
+from lstm_ae.engine.runtime import bf16_works_on
+from lstm_ae.errors import UserError
+from models import resolve_device
 
 TIMEOUT_ENV = "LSTM_AE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600
@@ -121,7 +123,7 @@ def timeout_seconds() -> float:
 def init_process_group(device: torch.device) -> Layout:
     """Join the process group torchrun or ``launch`` set up (gloo on the CPU, NCCL on
     CUDA, each GPU taken by its local rank); silence stdout on ranks other than 0.
-    Nothing happens in a single process. Call after ``training.setup_runtime``."""
+    Nothing happens in a single process. Call after ``runtime.setup_runtime``."""
     layout = env_layout()
     if not layout.distributed:
         return layout
@@ -246,7 +248,7 @@ def resolve_procs(procs: str | int, device: torch.device,
       2-thread process (row by row H=128 B=128: 1,642 against 1,886; the toy
       model 2.4 against 2.0 s per epoch), so more processes only add overhead.
 
-    ``bf16_native`` is whether a bf16 LSTM runs on this CPU (training.bf16_works_on);
+    ``bf16_native`` is whether a bf16 LSTM runs on this CPU (runtime.bf16_works_on);
     None means ask. Raises UserError for more processes than the device allows.
     """
     if str(procs) != "auto":
@@ -262,35 +264,8 @@ def resolve_procs(procs: str | int, device: torch.device,
     if device.type == "mps":
         return 1
     if bf16_native is None:
-        from training import bf16_works_on  # local: training imports this module
         bf16_native = bf16_works_on(device)
     return cpu_cores() if bf16_native else 1
-
-
-# ----------------------------------------------------------------------------
-# bf16 or fp32: --precision auto
-# ----------------------------------------------------------------------------
-
-def choose_precision(bf16_runs: bool, device: torch.device, threads: Optional[int] = None,
-                     batch_per_process: Optional[int] = None) -> str:
-    """``--precision auto``: bf16 only where it runs here and was measured faster.
-
-    Measured with benchmarks/bench_mnist.py on a 2-core CPU with AVX-512 BF16
-    (issue 10's table; pixel by pixel, samples/s, fp32 vs bf16):
-    one process, 2 threads, B=32: 228 vs 187 (H=64), 48 vs 24 (H=128) - bf16 slower;
-    one process, 1 thread, B=32: bf16 218 (H=64), 98 (H=128) - bf16 faster;
-    one process, 2 threads, B=128: bf16 338 (H=64), 128 (H=128) - bf16 faster.
-    So on a CPU bf16 is chosen for one-thread processes or batches of 128 and
-    more per process, fp32 otherwise. On CUDA bf16 is chosen wherever it runs
-    (tensor cores; not measured by this project yet). Without native bf16 (the
-    AVX2 development machine: oneDNN has no bf16 LSTM) it is always fp32.
-    ``threads``/``batch_per_process`` unknown (None): bf16 wherever it runs.
-    """
-    if not bf16_runs:
-        return "fp32"
-    if device.type != "cpu" or threads is None or batch_per_process is None:
-        return "bf16"
-    return "bf16" if threads == 1 or batch_per_process >= 128 else "fp32"
 
 
 # ----------------------------------------------------------------------------
@@ -362,7 +337,6 @@ def _crash_line(error: Exception) -> str:
 def run(body: Callable, args) -> Any:
     """``body(args)`` in the layout ``args.procs`` asks for: here when torchrun started
     this process or one process is asked for, else in ``args.procs`` new ones."""
-    from models import resolve_device  # local: models imports nothing from here
     procs = getattr(args, "procs", "1")
     if under_launcher():
         layout = env_layout()

@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from io_utils import DataError
+from lstm_ae.errors import DataError
 
 KAGGLE_FILE = "SP 500 Stock Prices 2014-2017.csv"
 KNOWN_ZIP_MEMBERS = ("all_stocks_5yr.csv", "sp500_stocks.csv", KAGGLE_FILE)

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from io_utils import write_bytes_atomic, write_text_atomic
+from lstm_ae.files import write_bytes_atomic, write_text_atomic
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -31,10 +31,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-import distributed
-from io_utils import write_text_atomic
+from lstm_ae.engine import distributed
+from lstm_ae.files import write_text_atomic
 from models import LSTMAutoencoder
-from training import Augment, TrainConfig, fit, set_seed, setup_runtime, to_device
+from lstm_ae.engine.training import Augment, TrainConfig, fit, to_device
+from lstm_ae.engine.runtime import set_seed, setup_runtime
 
 # Short names for legends, as in the report's Fig 2.1 ("hs=32 lr=1e-3 bs=128 clip=1").
 ABBREVIATIONS = {"hidden_size": "hs", "lr": "lr", "batch_size": "bs", "clip": "clip",

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-import distributed
-from io_utils import UserError, one_line
+from lstm_ae.engine import distributed
+from lstm_ae.errors import UserError, one_line
+from lstm_ae.files import REPO_ROOT
 from models import DEVICE_CHOICES
-from run_info import note_command
-from training import LR_SCHEDULES, OPTIMIZERS, PRECISIONS
+from lstm_ae.reporting.provenance import note_command
+from lstm_ae.engine.training import LR_SCHEDULES, OPTIMIZERS
+from lstm_ae.engine.runtime import PRECISIONS
 
-REPO_ROOT = Path(__file__).resolve().parent
 
 
 # ----------------------------------------------------------------------------

@@ -11,13 +11,15 @@ from typing import Callable
 
 import torch
 
-import distributed
-from cli import REPO_ROOT, flag_name
-from io_utils import UserError, ensure_writable_dir, reading, remove_stale_temp_files
-from grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
+from lstm_ae.engine import distributed
+from lstm_ae.cli.flags import REPO_ROOT, flag_name
+from lstm_ae.errors import UserError, reading
+from lstm_ae.files import ensure_writable_dir, remove_stale_temp_files
+from lstm_ae.engine.grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
 from models import LSTMAutoencoder, resolve_device
-from training import (Augment, FitResult, TrainConfig, fit, load_checkpoint,
-                      model_from_checkpoint, resolve_precision, set_seed, setup_runtime)
+from lstm_ae.engine.training import Augment, FitResult, TrainConfig, fit
+from lstm_ae.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from lstm_ae.engine.runtime import resolve_precision, set_seed, setup_runtime
 
 # Always named in legends, as in the report; other axes only when they vary.
 ALWAYS_LABELLED = ("hidden_size", "lr", "batch_size", "clip")
