@@ -8,6 +8,7 @@ turns what a download or a copy does to a file into such a line.
 from __future__ import annotations
 
 import contextlib
+import signal
 import gzip
 import lzma
 import zipfile
@@ -89,3 +90,39 @@ def reading(path: Path, what: str = "file", fix: str = "replace it with a good c
         yield Path(path)
     except (OSError, UnicodeDecodeError) + DAMAGED_DATA as error:
         raise DataError(read_error_message(Path(path), error, what, fix)) from None
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM; ``signum`` says which.
+    The entry point prints one line saying how to continue, and exits with
+    128 + signum (130 for SIGINT, 143 for SIGTERM), as a shell does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def signals_raise_interrupted() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM raise Interrupted in the main thread (a
+    KeyboardInterrupt is turned into one too); the handlers before are restored
+    after it. Outside the main thread, where handlers cannot be set, nothing changes."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {s: signal.signal(s, handler) for s in wanted}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

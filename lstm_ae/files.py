@@ -9,9 +9,11 @@ never leaves a half-written file where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -36,8 +38,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        raise UserError(write_error_message(path, error)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_error_message(path: Path, error: OSError) -> str:
+    """One line naming the file that could not be written, why, and what to do."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f", {shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        why = f"no space left on the device{free}"
+    else:
+        why = error.strerror or type(error).__name__
+    return (f"cannot write {path} ({why}); free some space or choose another --run-dir or "
+            "--figures-dir, then run the same command with --resume to continue")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -50,3 +50,30 @@ def crash_entry():
         os._exit(3)               # dies without a word
     torch.distributed.barrier()   # rank 0 would wait here for ever
     return "never"
+
+
+def abort_at_exit_entry():
+    """Every rank asks for an abort at interpreter exit, as the C++ teardown did on
+    CPUs with native bf16: ranks must leave without running exit handlers."""
+    import atexit
+    setup_runtime(1)
+    distributed.init_process_group(CPU)
+    atexit.register(os.abort)
+    total = torch.ones(1)
+    torch.distributed.all_reduce(total)
+    return float(total)
+
+
+def rank1_aborts_after_its_work_entry():
+    """Rank 1 finishes its work, then aborts (SIGABRT) while leaving the process
+    group, while rank 0 still writes: rank 0's result must come back all the same."""
+    import time
+    setup_runtime(1)
+    distributed.init_process_group(CPU)
+    total = torch.ones(1)
+    torch.distributed.all_reduce(total)
+    if distributed.rank() == 1:
+        distributed.shutdown = os.abort     # what _child calls after the work
+        return None
+    time.sleep(2.0)                         # rank 1 is gone by now
+    return float(total)

@@ -365,7 +365,16 @@ def test_missing_file_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_quick(tmp_path, tmp_path / "nothing.csv")
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not found" in err[0] and "accepted layouts" in err[0]
+    assert len(err) == 1 and "not found" in err[0] and "$LSTM_AE_SP500_CSV" in err[0]
+    assert "--data PATH" in err[0] and "Kaggle" not in err[0]
+
+
+def test_tickers_with_commas_are_two_tickers(prices_csv):
+    table = load_prices(prices_csv)
+    series, _ = stock_series(table, min_days=20)
+    first, second = table.tickers[:2]
+    assert choose_tickers([f"{first.lower()},{second}"], table, series, 20) == [first, second]
+    assert choose_tickers([f"{first},", second], table, series, 20) == [first, second]
 
 
 @pytest.mark.skipif(shared_data("sp500", "sp500_stock_prices_2016-2021.csv.gz") is None,

@@ -96,6 +96,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_mnist(data_dir: Path) -> dict[str, np.ndarray]:
     """The four arrays: train_images (60000, 28, 28) uint8, train_labels, test_images, test_labels."""
+    check_folder(data_dir)
     arrays = {}
     for key, name in (("train_images", "train-images-idx3-ubyte"),
                       ("train_labels", "train-labels-idx1-ubyte"),
@@ -116,6 +117,16 @@ def load_mnist(data_dir: Path) -> dict[str, np.ndarray]:
         if labels.size and (labels.min() < 0 or labels.max() > 9):
             raise DataError(f"{part} labels in {data_dir} are outside 0..9")
     return arrays
+
+
+def check_folder(data_dir: Path) -> Path:
+    """DataError when --data-dir names a file (say one of the four .gz files) rather
+    than the folder that holds them."""
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"--data-dir {data_dir} is a file, not a folder: give the folder that "
+                        f"holds the four MNIST files (here {data_dir.parent})")
+    return data_dir
 
 
 def missing_message(data_dir: Path, names: Sequence[str]) -> str:
@@ -185,9 +196,7 @@ def default_sources() -> list[Callable[[str], bytes]]:
 def acquire_mnist(data_dir: Path, sources: Optional[list] = None,
                   log: Callable[[str], None] = print) -> Path:
     """Make sure the four files are in data_dir, fetching any that are missing."""
-    data_dir = Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"MNIST folder {data_dir} is a file, not a folder; point --data-dir at a folder")
+    data_dir = check_folder(data_dir)
     missing = [name for name in MNIST_FILES if find_file(data_dir, name) is None]
     if not missing:
         return data_dir

@@ -87,9 +87,11 @@ def stock_series(table: PriceTable, max_gap: int = 5, min_days: int = 2,
 
 def choose_tickers(requested: Sequence[str], table: PriceTable, series: list[Series],
                    min_days: int) -> list[str]:
-    """--tickers upper-cased, repeats dropped; DataError tells a ticker not in the file
-    from one in the file whose history is too short."""
-    chosen = list(dict.fromkeys(t.strip().upper() for t in requested))
+    """--tickers upper-cased, repeats dropped, commas read as separators ("GOOG,AMZN"
+    is two tickers); DataError tells a ticker not in the file from one in the file
+    whose history is too short."""
+    names = [part.strip().upper() for t in requested for part in str(t).split(",")]
+    chosen = list(dict.fromkeys(name for name in names if name))
     usable = {s.ticker for s in series}
     for ticker in chosen:
         if ticker in usable:

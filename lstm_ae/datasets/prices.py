@@ -78,9 +78,8 @@ def read_text_file(path, what: str = "price file") -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path} not found: pass --data PATH to a daily-prices CSV "
-                        f"(e.g. the Kaggle S&P 500 file '{KAGGLE_FILE}'); accepted layouts: "
-                        f"{LAYOUTS}") from None
+        raise DataError(f"price file {path} not found: pass --data PATH or set "
+                        f"$LSTM_AE_SP500_CSV to a daily-prices CSV ({LAYOUTS})") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a folder, not a {what}: pass the CSV file inside it") from None
     except PermissionError:

@@ -9,21 +9,25 @@ pickled code). ``load_model`` is what a user's own Python calls:
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from lstm_ae.errors import UserError, read_error_message
-from lstm_ae.files import atomic_path
+from lstm_ae.files import write_bytes_atomic
 from models import AutoencoderConfig, LSTMAutoencoder, resolve_device
 
 CHECKPOINT_FORMAT = "lstm-ae-checkpoint/1"
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save into memory first, so that a full disk is an OSError of the write
+    (one line naming the file) rather than a RuntimeError from inside torch."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -9,9 +9,9 @@ CUDA. A script finds its layout in one of two ways:
   across machines), it reads RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE
   from the environment torchrun sets;
 * started as ``python lstm_ae_*.py --procs N`` (or ``auto``), it starts N local
-  processes itself with ``torch.multiprocessing.start_processes`` (spawn), which
-  set the same variables. A process that dies makes ``start_processes`` stop
-  the others, and the parent prints one line.
+  processes itself with ``torch.multiprocessing``'s spawn context, which
+  set the same variables. A process that dies before its work is done makes
+  the parent stop the others and print one line (``launch``).
 
 Rank 0 alone prints, writes figures, CSVs, results and checkpoints; the others
 have stdout sent to /dev/null. Collective operations time out after
@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
+import multiprocessing.connection
 import os
 import pickle
+import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -39,10 +42,10 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
+from tqdm import tqdm
 
 from lstm_ae.engine.runtime import bf16_works_on
-from lstm_ae.errors import UserError
+from lstm_ae.errors import Interrupted, UserError, signals_raise_interrupted
 from models import resolve_device
 
 TIMEOUT_ENV = "LSTM_AE_DIST_TIMEOUT"
@@ -280,58 +283,125 @@ def _free_port() -> int:
 
 def _child(local_rank: int, nprocs: int, port: int, entry: Callable, args: tuple,
            folder: str) -> None:
+    """One rank: run ``entry``, leave its outcome as a file in ``folder`` for the
+    parent, and leave with ``os._exit``.
+
+    Why ``os._exit``: on CPUs with native bf16, about one rank in eight aborted
+    at interpreter exit, after its work was done ("terminate called without an
+    active exception": a C++ thread still joinable when static destructors run),
+    and the parent then stopped rank 0 before it wrote the results. Leaving
+    without running those destructors, after flushing Python's own buffers,
+    ends every rank cleanly. SIGINT is ignored here: on Ctrl-C in a terminal the
+    whole process group gets it, and the parent stops the ranks itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which os._exit would leak
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
                       LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+    status = 0
     try:
         result = entry(*args)
+        Path(folder, f"done-{local_rank}").touch()      # past this rank's last collective
+        if local_rank == 0:
+            with open(Path(folder, "result.pkl.part"), "wb") as handle:
+                pickle.dump(result, handle)
+            os.replace(Path(folder, "result.pkl.part"), Path(folder, "result.pkl"))
     except UserError as error:
         Path(folder, f"error-{local_rank}").write_text(str(error))
-        raise SystemExit(2) from None
+        status = 2
+    except BaseException as error:  # a crash: its last line for the parent's message
+        Path(folder, f"crash-{local_rank}").write_text(_last_line(error))
+        status = 1
     finally:
         shutdown()
-    if local_rank == 0:
-        with open(Path(folder, "result.pkl"), "wb") as handle:
-            pickle.dump(result, handle)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    os._exit(status)
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
 
 
 def launch(entry: Callable, nprocs: int, *args) -> Any:
     """Run ``entry(*args)`` in ``nprocs`` new local processes, ranks 0..nprocs-1 of one
-    process group on this machine; return rank 0's return value.
+    process group on this machine (``torch.multiprocessing``'s spawn context);
+    return rank 0's return value.
 
-    ``entry`` must be a module-level function (the processes are spawned, not
-    forked). A UserError in any process is raised here with its message; a
-    process that crashes or is killed stops the others and raises UserError
-    naming the rank and its last error line.
+    ``entry`` must be a module-level function. A UserError in any process is
+    raised here with its message. A process that crashes or is killed before its
+    work is done stops the others and raises UserError naming the rank; one that
+    dies after it (past its last collective) does not cost rank 0 its results.
+    SIGINT or SIGTERM here stops every rank and raises Interrupted.
     """
-    # start_processes logs a warning for each process it stops; the one line is ours
-    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="lstm-ae-procs-") as folder:
+        spawn, port = mp.get_context("spawn"), _free_port()
+        processes = [spawn.Process(target=_child, args=(rank_, nprocs, port, entry, args, folder),
+                                   name=f"lstm-ae-rank-{rank_}") for rank_ in range(nprocs)]
         try:
-            mp.start_processes(_child, args=(nprocs, _free_port(), entry, args, folder),
-                               nprocs=nprocs, join=True, start_method="spawn")
-        except ProcessException as error:
-            for rank_ in range(nprocs):  # a user error, reported by the rank that met it
-                message = Path(folder, f"error-{rank_}")
-                if message.exists():
-                    raise UserError(message.read_text()) from None
-            raise UserError(_crash_line(error)) from None
+            with signals_raise_interrupted():
+                for process in processes:
+                    process.start()
+                failed = _wait(processes, Path(folder))
+        except Interrupted:
+            _stop(processes)
+            raise
+        if failed is not None:
+            _stop(processes)
+            raise UserError(_failure_line(Path(folder), nprocs, *failed)) from None
         result = Path(folder, "result.pkl")
         if not result.exists():
-            raise UserError("rank 0 ended without a result")
+            raise UserError("training process rank 0 ended without a result")
         with open(result, "rb") as handle:
             return pickle.load(handle)
 
 
-def _crash_line(error: Exception) -> str:
-    index = getattr(error, "error_index", "?")
-    if isinstance(error, ProcessExitedException):
-        how = (f"was killed by {error.signal_name}" if error.signal_name
-               else f"exited with status {error.exit_code}")
-        return f"training process rank {index} {how}; the other processes were stopped"
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return (f"training process rank {index} failed ({lines[-1].strip() if lines else 'no message'}); "
-            "the other processes were stopped")
+def _wait(processes: list, folder: Path) -> Optional[tuple[int, int]]:
+    """Wait for every rank; (rank, exit code) of the first that failed before its
+    work was done, or None when all finished."""
+    while True:
+        for rank_, process in enumerate(processes):
+            code = process.exitcode
+            finished = (Path(folder, "result.pkl").exists() if rank_ == 0
+                        else Path(folder, f"done-{rank_}").exists())
+            if code not in (None, 0) and not finished:
+                return rank_, code
+        alive = [p.sentinel for p in processes if p.exitcode is None]
+        if not alive:
+            return None
+        multiprocessing.connection.wait(alive, timeout=1.0)
+
+
+def _stop(processes: list, grace_s: float = 10.0) -> None:
+    """SIGTERM to every rank still running, SIGKILL to any left after ``grace_s``."""
+    for process in processes:
+        if process.exitcode is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+
+
+def _failure_line(folder: Path, nprocs: int, rank_: int, code: int) -> str:
+    """A user error any rank reported, else what happened to the rank that failed."""
+    for other in range(nprocs):
+        message = Path(folder, f"error-{other}")
+        if message.exists():
+            return message.read_text()
+    crash = Path(folder, f"crash-{rank_}")
+    if crash.exists():
+        how = f"failed ({crash.read_text()})"
+    elif code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exited with status {code}"
+    return f"training process rank {rank_} {how}; the other processes were stopped"
 
 
 def run(body: Callable, args) -> Any:

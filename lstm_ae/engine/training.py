@@ -298,10 +298,27 @@ def _restore(run: _Run, checkpoint_path: Path, log, label: str) -> None:
 
 def _load_resume_state(checkpoint_path: Path, config: TrainConfig, model: LSTMAutoencoder) -> dict:
     checkpoint = load_checkpoint(checkpoint_path)
-    if checkpoint["train_config"] != asdict(config) or checkpoint["model_config"] != model.model_args:
-        raise UserError(f"checkpoint {checkpoint_path} was made with other settings; "
-                        "run with the same flags, or without --resume to start afresh")
+    changed = setting_differences({**checkpoint["model_config"], **checkpoint["train_config"]},
+                                  {**model.model_args, **asdict(config)})
+    if changed:
+        raise UserError(f"--resume: checkpoint {checkpoint_path} was made with other settings "
+                        f"({changed}); run with the checkpoint's settings, or start afresh "
+                        "with --overwrite or another --run-dir")
     return checkpoint
+
+
+def setting_differences(stored: dict, current: dict, limit: int = 4) -> str:
+    """'--hidden-size 32, not 64; --lr 0.001, not 0.003' for the settings that differ,
+    named as flags (a setting without a flag keeps its own name)."""
+    def show(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return " ".join(show(v) for v in value)
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    names = [name for name in stored if stored.get(name) != current.get(name)]
+    names += [name for name in current if name not in stored]
+    parts = [f"--{name.replace('_', '-')} {show(stored.get(name))}, not {show(current.get(name))}"
+             for name in names[:limit]]
+    return "; ".join(parts) + ("; ..." if len(names) > limit else "")
 
 
 def _train_epoch(run: _Run, train: Tensors, epoch: int, augment: Optional[Augment],

@@ -1,0 +1,59 @@
+"""The one line a stopped run prints: where it stopped and the exact command
+that continues it.
+
+A run stopped by SIGINT (Ctrl-C) or SIGTERM keeps its last complete
+checkpoint (checkpoints and grid CSVs are written atomically, so an
+interrupted write leaves the previous one in place) and the grid points it
+finished; ``--resume`` continues from there.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from lstm_ae.engine.grid_search import read_grid_csv
+
+
+def checkpoint_epochs(path: Path) -> Optional[tuple[int, int]]:
+    """(epochs done, epochs planned) of the checkpoint at ``path``, or None when there
+    is none that can be read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return int(checkpoint["epoch"]), int(checkpoint["train_config"]["epochs"])
+    except Exception:  # no checkpoint, or one cut short: the line says less
+        return None
+
+
+def progress_text(run_dir: Optional[Path], checkpoints: Sequence[str] = ("final.pt",)) -> str:
+    """'after epoch 3 of 20 of the final training (runs/toy/final.pt kept)', or what
+    the grid CSV holds, or '' when nothing was saved yet."""
+    if run_dir is None:
+        return ""
+    for name in reversed(checkpoints):     # the last model a run trains is the furthest
+        epochs = checkpoint_epochs(Path(run_dir) / name)
+        if epochs:
+            return (f"after epoch {epochs[0]} of {epochs[1]} of the final training "
+                    f"({Path(run_dir) / name} kept)")
+    rows = read_grid_csv(Path(run_dir) / "grid.csv") if (Path(run_dir) / "grid.csv").exists() else []
+    if rows:
+        return f"during the grid search ({len(rows)} point(s) done, in {Path(run_dir) / 'grid.csv'})"
+    return ""
+
+
+def resume_command(prog: str, argv: Sequence[str]) -> str:
+    """The command as it was typed, with --resume added once."""
+    args = list(argv) + ([] if "--resume" in argv else ["--resume"])
+    return shlex.join(["python", prog, *args])
+
+
+def interruption_line(signal_name: str, prog: str, argv: Sequence[str],
+                      run_dir: Optional[Path], checkpoints: Sequence[str] = ("final.pt",)) -> str:
+    where = progress_text(run_dir, checkpoints)
+    if not where:
+        return (f"stopped by {signal_name} before anything was saved; start again with: "
+                + shlex.join(["python", prog, *argv]))
+    return f"stopped by {signal_name} {where}; continue with: {resume_command(prog, argv)}"
