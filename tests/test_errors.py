@@ -205,7 +205,7 @@ def test_resume_from_a_damaged_grid_csv_is_refused(tmp_path, capsys):
 
 
 def test_reading_helper_names_file_problem_and_fix(tmp_path):
-    """io_utils.reading, the helper every loader uses, on text and zip damage too."""
+    """lstm_ae.errors.reading, the helper every loader uses, on text and zip damage too."""
     text = tmp_path / "prices.csv"
     text.write_bytes("date,price\n2020-01-01,1\u20ac\n".encode("utf-16"))
     with pytest.raises(DataError, match=r"price CSV .*prices.csv is not UTF-8 text .*save it as UTF-8"):

@@ -227,7 +227,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     pixel = lstm_ae_mnist.apply_input_defaults(parser.parse_args(["--input", "pixel"]))
     assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [128], [1e-3, 3e-3], 30, 2)
     assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("default", False, False, False)
-    # The pixel recipe of README, Part 2.
+    # The pixel recipe of docs/mnist.md.
     assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 7, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
     assert row.decoder_position is False and pixel.decoder_position is True

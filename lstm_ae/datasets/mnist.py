@@ -57,7 +57,7 @@ REFETCH = "delete it and rerun to download it again, or copy the original in bin
 
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when they start with the gzip magic; every read or
-    decompression error becomes a one-line DataError naming the file (io_utils.reading)."""
+    decompression error becomes a one-line DataError naming the file (lstm_ae.errors.reading)."""
     with reading(path, "MNIST file", REFETCH):
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw

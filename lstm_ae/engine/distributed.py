@@ -244,8 +244,9 @@ def resolve_procs(procs: str | int, device: torch.device,
     ``auto``: one per GPU on CUDA; one on MPS; on the CPU, by measurement
     (benchmarks/bench_mnist.py, pixel by pixel H=64 B=32, samples/s):
 
-    * with native bf16 (AVX-512 BF16), one one-thread process per core: issue 10's
-      table, two 1-thread bf16 processes 421 against one 2-thread fp32 process 228;
+    * with native bf16 (AVX-512 BF16), one one-thread process per core
+      (docs/distributed.md): two 1-thread bf16 processes 421 against one
+      2-thread fp32 process 228;
     * without it (AVX2 only), one process using every core: on the 2-core AVX2
       development machine two 1-thread processes gave 175 against 173 for one
       2-thread process (row by row H=128 B=128: 1,642 against 1,886; the toy

@@ -88,7 +88,8 @@ def choose_precision(bf16_runs: bool, device: torch.device, threads: Optional[in
     """``--precision auto``: bf16 only where it runs here and was measured faster.
 
     Measured with benchmarks/bench_mnist.py on a 2-core CPU with AVX-512 BF16
-    (issue 10's table; pixel by pixel, samples/s, fp32 vs bf16):
+    (docs/distributed.md, "Measured on a CPU with AVX-512 BF16"; pixel by pixel,
+    samples/s, fp32 vs bf16):
     one process, 2 threads, B=32: 228 vs 187 (H=64), 48 vs 24 (H=128) - bf16 slower;
     one process, 1 thread, B=32: bf16 218 (H=64), 98 (H=128) - bf16 faster;
     one process, 2 threads, B=128: bf16 338 (H=64), 128 (H=128) - bf16 faster.

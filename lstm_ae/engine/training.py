@@ -118,7 +118,7 @@ def evaluate(model: LSTMAutoencoder, tensors: Tensors, config: TrainConfig,
 
     Under data-parallel training (``distributed.data_parallel()``) every rank
     evaluates its contiguous share of the rows and the sums are all-reduced, so
-    every rank gets the same numbers (README, "Data-parallel training", for the
+    every rank gets the same numbers (docs/distributed.md, "Validation shared among the ranks", for the
     measurement against evaluating on rank 0 alone).
     """
     model.eval()
