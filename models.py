@@ -1,9 +1,10 @@
 """The LSTM autoencoder shared by all three experiments, and the device switch.
 
 Shapes follow PyTorch's batch_first convention: sequences are
-(batch, time, features), latents are (batch, hidden).
+(batch, time, features), latents are (batch, latent_size), latent_size being
+the hidden size unless a bottleneck is asked for.
 
-    x --encoder LSTM--> z = last hidden state --(fed at every step)-->
+    x --encoder LSTM--> last hidden state [--Linear--> z] --(fed at every step)-->
       decoder LSTM --Linear--> activation --> reconstruction of x
 
 Two optional heads reuse the same model rather than copying it:
@@ -79,6 +80,7 @@ class AutoencoderConfig:
     input_mean: float = 0.0
     input_std: float = 1.0
     position_periods: Optional[list] = None
+    latent_size: Optional[int] = None
 
     def __post_init__(self):
         self.input_mean, self.input_std = float(self.input_mean), float(self.input_std)
@@ -104,6 +106,8 @@ class AutoencoderConfig:
             raise ValueError(f"position_periods must be positive numbers, got {periods}")
         if not self.input_std > 0:
             raise ValueError(f"input_std must be positive, got {self.input_std}")
+        if self.latent_size is not None and int(self.latent_size) < 1:
+            raise ValueError(f"latent_size must be at least 1, got {self.latent_size}")
         if self.chrono_steps is not None and self.chrono_steps < 3:
             raise ValueError(f"chrono_steps must be at least 3, got {self.chrono_steps}")
 
@@ -119,7 +123,11 @@ class LSTMAutoencoder(nn.Module):
 
     Args:
         input_size: features per time step (1 for a scalar series, 28 for an MNIST row).
-        hidden_size: units of both LSTMs; also the size of the latent z.
+        hidden_size: units of both LSTMs; also the size of the latent z unless
+            ``latent_size`` is given.
+        latent_size: a linear bottleneck: z = Linear(hidden_size -> latent_size) of the
+            encoder's last hidden state, and the decoder reads z. ``None`` (the
+            assignment's architecture): z is the encoder's last hidden state itself.
         num_layers: stacked layers in each LSTM.
         dropout: dropout between stacked layers (ignored for one layer).
         output_activation: ``sigmoid`` for data in [0, 1], ``none`` for values that
@@ -191,19 +199,24 @@ class LSTMAutoencoder(nn.Module):
         return asdict(self.config)
 
     def _build_layers(self, c: AutoencoderConfig) -> None:
+        self.latent_size = c.hidden_size if c.latent_size is None else int(c.latent_size)
         between_layers = c.dropout if c.num_layers > 1 else 0.0
         self.encoder = nn.LSTM(c.input_size, c.hidden_size, c.num_layers, batch_first=True,
                                dropout=between_layers)
         n_position = 2 * len(c.position_periods) if c.position_periods else 0
-        self.decoder = nn.LSTM(c.hidden_size + n_position, c.hidden_size, c.num_layers,
+        self.decoder = nn.LSTM(self.latent_size + n_position, c.hidden_size, c.num_layers,
                                batch_first=True, dropout=between_layers)
         self.output_layer = nn.Linear(c.hidden_size, c.input_size)
-        self.classifier = nn.Linear(c.hidden_size, c.n_classes) if c.n_classes else None
+        reads = self.latent_size if c.classifier_input == "latent" else c.hidden_size
+        self.classifier = nn.Linear(reads, c.n_classes) if c.n_classes else None
         self.predictor = nn.Linear(c.hidden_size, c.input_size) if c.predict_next else None
         if self.predictor is not None and c.predict_change:
             # Start exactly at the persistence forecast; training moves away from it.
             nn.init.zeros_(self.predictor.weight)
             nn.init.zeros_(self.predictor.bias)
+        # Made last, so a model without a bottleneck draws the same initial weights as before.
+        self.to_latent = (nn.Linear(c.hidden_size, c.latent_size)
+                          if c.latent_size is not None else None)
 
     def _orthogonal_init(self) -> None:
         # Keras's LSTM defaults: Glorot-uniform input weights, an orthogonal
@@ -251,14 +264,15 @@ class LSTMAutoencoder(nn.Module):
         return torch.sigmoid(values) if self.output_activation == "sigmoid" else values
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (batch, time, features) -> (z (batch, hidden), per-step states (batch, time, hidden))."""
+        """x (batch, time, features) -> (z (batch, latent), per-step states (batch, time, hidden))."""
         if self.input_mean != 0.0 or self.input_std != 1.0:
             x = (x - self.input_mean) / self.input_std
         states, (h_n, _) = self.encoder(x)
-        return h_n[-1], states
+        z = h_n[-1] if self.to_latent is None else self.to_latent(h_n[-1])
+        return z, states
 
     def decode(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (batch, hidden) -> (reconstruction (batch, steps, features), decoder states)."""
+        """z (batch, latent) -> (reconstruction (batch, steps, features), decoder states)."""
         repeated = z.unsqueeze(1).expand(-1, steps, -1)
         if self.position_periods:
             repeated = torch.cat([repeated, self.position_signal(steps, z).expand(

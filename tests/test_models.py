@@ -146,3 +146,23 @@ def test_standardized_input_feeds_the_encoder_only():
     assert scaled.model_args["input_mean"] == 0.13 and scaled.model_args["input_std"] == 0.31
     with pytest.raises(ValueError, match="input_std"):
         LSTMAutoencoder(1, 8, input_std=0.0)
+
+
+def test_latent_size_adds_a_linear_bottleneck():
+    torch.manual_seed(0)
+    plain = LSTMAutoencoder(28, 16, n_classes=10, classifier_input="latent")
+    torch.manual_seed(0)
+    narrow = LSTMAutoencoder(28, 16, n_classes=10, classifier_input="latent", latent_size=4)
+    x = torch.rand(3, 28, 28)
+    assert plain.encode(x)[0].shape == (3, 16) and plain.to_latent is None
+    z, states = narrow.encode(x)
+    assert z.shape == (3, 4) and states.shape == (3, 28, 16)
+    out = narrow(x)
+    assert out.reconstruction.shape == (3, 28, 28) and out.logits.shape == (3, 10)
+    assert narrow.decoder.input_size == 4 and narrow.classifier.in_features == 4
+    assert narrow.model_args["latent_size"] == 4 and plain.model_args["latent_size"] is None
+    clone = LSTMAutoencoder(models.AutoencoderConfig(**narrow.model_args))
+    clone.load_state_dict(narrow.state_dict())
+    assert torch.equal(clone(x).reconstruction, out.reconstruction)
+    with pytest.raises(ValueError, match="latent_size"):
+        LSTMAutoencoder(28, 16, latent_size=0)
