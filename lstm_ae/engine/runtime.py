@@ -9,7 +9,9 @@ the rule in ``choose_precision``; ``autocast`` applies it to a block.
 from __future__ import annotations
 
 import contextlib
+import platform
 import random
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -104,3 +106,14 @@ def choose_precision(bf16_runs: bool, device: torch.device, threads: Optional[in
     if device.type != "cpu" or threads is None or batch_per_process is None:
         return "bf16"
     return "bf16" if threads == 1 or batch_per_process >= 128 else "fp32"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

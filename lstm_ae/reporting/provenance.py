@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
+from lstm_ae.engine.runtime import cpu_model
 from lstm_ae.files import REPO_ROOT
 
 # Files that do not change what a run computes: editing them keeps results current.
@@ -60,17 +61,6 @@ def code_version(root: Path = REPO_ROOT) -> str:
 def comparable_argv(argv: Sequence[str]) -> list[str]:
     """argv without the flags that leave results unchanged (NEUTRAL_FLAGS)."""
     return [a for a in argv if a not in NEUTRAL_FLAGS]
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine() -> dict:

@@ -1,0 +1,222 @@
+"""``--procs auto`` and ``--precision auto``: the layout (processes x threads per
+process x precision) is chosen by measuring every candidate on the run's own
+model and batch shape, on this machine.
+
+Why measure: the fastest layout depends on the model. On a 2-core CPU with
+AVX-512 BF16, pixel by pixel (H=64, B=32) ran fastest as two one-thread bf16
+processes, row by row (H=128, B=128) as one two-thread bf16 process, and the
+toy model as one process; a rule fitted on one of them was a fifth slower on
+another (docs/benchmarks.md). A probe trains each candidate for two short
+epochs of random data of the real shape through the real training loop
+(``training.fit``: DDP, validation and all) and keeps the second epoch's
+samples/s, as the epoch lines count it. The answer is cached per machine,
+PyTorch version and shape (``$LSTM_AE_CACHE_DIR``, else ~/.cache/lstm-ae), so
+it is paid once, in about 5-30 s.
+
+bf16 is a candidate only where the CPU runs it natively and the part's recipe
+says bf16 was checked not to cost accuracy (``allow_bf16``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lstm_ae.engine import distributed
+from lstm_ae.engine.runtime import bf16_works_on, cpu_model, setup_runtime
+from lstm_ae.engine.training import TrainConfig, fit, to_device
+from lstm_ae.errors import UserError
+from lstm_ae.files import write_json
+from models import AutoencoderConfig, LSTMAutoencoder
+
+CACHE_ENV = "LSTM_AE_CACHE_DIR"
+PROBE_BATCHES = 6          # training batches per probe epoch
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    procs: int
+    threads: int
+    precision: str         # fp32 or bf16
+
+    @property
+    def label(self) -> str:
+        """'2x1 bf16': processes x threads per process, precision."""
+        return f"{self.procs}x{self.threads} {self.precision}"
+
+    @property
+    def words(self) -> str:
+        return (f"{self.procs} process{'es' if self.procs > 1 else ''} x {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''}, {self.precision}")
+
+
+@dataclass(frozen=True)
+class ProbeShape:
+    """What decides the speed of a run: the model, the sequence length, the batch,
+    and how much validation an epoch does beside its training."""
+    model: dict                        # AutoencoderConfig fields
+    steps: int                         # time steps per sequence
+    batch_size: int
+    val_fraction: float = 0.1          # validation rows per training row
+    ce_weight: float = 0.0
+    prediction_weight: float = 0.0
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class Choice:
+    candidate: Candidate
+    device: str
+    reason: str                        # "measured", "measured (cached)" or "given by the flags"
+    rates: dict = field(default_factory=dict)   # candidate label -> samples/s
+
+    def line(self) -> str:
+        """The one line every run prints at start."""
+        c = self.candidate
+        if not self.rates:
+            return f"layout: {self.device}, {c.words} ({self.reason})"
+        others = "; ".join(f"{label} {rate:,.0f}" for label, rate in
+                           sorted(self.rates.items(), key=lambda item: -item[1])
+                           if label != c.label)
+        return (f"layout: {self.device}, {c.words} ({self.reason}: "
+                f"{self.rates[c.label]:,.0f} samples/s; {others})")
+
+    def record(self) -> dict:
+        """What results.json stores about the layout."""
+        return {"device": self.device, "processes": self.candidate.procs,
+                "threads_per_process": self.candidate.threads,
+                "precision": self.candidate.precision, "reason": self.reason,
+                "probe_samples_per_s": self.rates}
+
+
+# ----------------------------------------------------------------------------
+# Candidates
+# ----------------------------------------------------------------------------
+
+def cpu_candidates(cores: int, bf16: bool, procs: str, precision: str,
+                   threads: Optional[int]) -> list[Candidate]:
+    """One process using every core, and one one-thread process per core, each in
+    fp32 and (where allowed) bf16; narrowed to what the flags fix."""
+    precisions = ["fp32", "bf16"] if bf16 else ["fp32"]
+    if precision != "auto":
+        precisions = [precision]
+    shapes = [(1, threads or cores)]
+    if cores > 1:
+        shapes.append((cores, threads or 1))
+    if procs != "auto":
+        count = int(procs)
+        shapes = [(count, threads or max(1, cores // count))]
+    return [Candidate(p, t, prec) for p, t in shapes for prec in precisions]
+
+
+# ----------------------------------------------------------------------------
+# The probe: two short epochs through the real training loop
+# ----------------------------------------------------------------------------
+
+def _probe_entry(shape: ProbeShape, precision: str, threads: int) -> float:
+    """One rank of a probe (run by distributed.launch): the second epoch's samples/s."""
+    setup_runtime(threads)
+    cpu = torch.device("cpu")
+    distributed.init_process_group(cpu)
+    generator = torch.Generator().manual_seed(0)
+    config = AutoencoderConfig(**shape.model)
+    n_train = shape.batch_size * PROBE_BATCHES
+    n_val = max(1, round(n_train * shape.val_fraction))
+    splits = {}
+    for name, n in (("train", n_train), ("val", n_val)):
+        splits[name] = {"x": torch.rand(n, shape.steps, config.input_size, generator=generator)}
+        if config.n_classes:
+            splits[name]["y"] = torch.randint(config.n_classes, (n,), generator=generator)
+    train = TrainConfig(epochs=2, batch_size=shape.batch_size, lr=1e-3, precision=precision,
+                        ce_weight=shape.ce_weight, prediction_weight=shape.prediction_weight)
+    result = fit(LSTMAutoencoder(config), to_device(splits, cpu), train, cpu, log=None)
+    return result.history[-1]["samples_per_s"]
+
+
+def probe(candidate: Candidate, shape: ProbeShape) -> float:
+    """Samples/s of ``candidate`` on ``shape``, in fresh processes (as a run starts)."""
+    return float(distributed.launch(_probe_entry, candidate.procs, shape, candidate.precision,
+                                    candidate.threads))
+
+
+# ----------------------------------------------------------------------------
+# The cache and the choice
+# ----------------------------------------------------------------------------
+
+def cache_path() -> Path:
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lstm-ae")
+    return Path(base) / "layouts.json"
+
+
+def machine_key() -> str:
+    return f"{cpu_model()} | {distributed.cpu_cores()} cores | torch {torch.__version__} | " \
+           f"{platform.machine()}"
+
+
+def _cache_key(shape: ProbeShape, candidates: list[Candidate]) -> str:
+    text = json.dumps([CACHE_VERSION, machine_key(), shape.key(), [c.label for c in candidates]])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _read_cache() -> dict:
+    try:
+        cache = json.loads(cache_path().read_text())
+        return cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def measured_rates(shape: ProbeShape, candidates: list[Candidate],
+                   log=print) -> tuple[dict, bool]:
+    """(candidate label -> samples/s, whether it came from the cache)."""
+    key = _cache_key(shape, candidates)
+    cached = _read_cache().get(key)
+    if isinstance(cached, dict) and set(cached) == {c.label for c in candidates}:
+        return cached, True
+    if log:
+        log(f"layout: measuring {len(candidates)} candidate layouts on this model "
+            "(once per machine and model shape, then cached) ...")
+    rates = {c.label: probe(c, shape) for c in candidates}
+    cache = _read_cache()
+    cache[key] = rates
+    try:
+        write_json(cache_path(), cache)
+    except UserError:  # an unwritable cache costs a probe next time, nothing more
+        pass
+    return rates, False
+
+
+def choose_layout(shape: Optional[ProbeShape], device: torch.device, procs: str,
+                  precision: str, threads: Optional[int], allow_bf16: bool,
+                  log=print) -> Choice:
+    """The layout for a run on ``device``: given by the flags, or measured on the CPU.
+
+    On CUDA: one process per GPU (or --procs), bf16 where it runs and is allowed,
+    else fp32 (not probed). On MPS: one process, fp32.
+    """
+    if device.type != "cpu":
+        count = distributed.resolve_procs(procs, device)
+        bf16 = allow_bf16 and device.type == "cuda" and bf16_works_on(device)
+        chosen = precision if precision != "auto" else ("bf16" if bf16 else "fp32")
+        reason = "given by the flags" if precision != "auto" and procs != "auto" else "rule for GPUs"
+        return Choice(Candidate(count, threads or 1, chosen), device.type, reason)
+    bf16 = bf16_works_on(device) and (allow_bf16 or precision == "bf16")
+    candidates = cpu_candidates(distributed.cpu_cores(), bf16, procs, precision, threads)
+    if len(candidates) == 1:
+        return Choice(candidates[0], "cpu", "given by the flags")
+    if shape is None:
+        raise UserError("choose --procs and --precision (no probe shape for this run)")
+    rates, cached = measured_rates(shape, candidates, log)
+    best = max(candidates, key=lambda c: rates[c.label])
+    return Choice(best, "cpu", "measured (cached)" if cached else "measured", rates)
