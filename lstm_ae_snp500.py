@@ -138,7 +138,7 @@ def load_data(args: argparse.Namespace):
         raise DataError(f"--window {args.window} is longer than every stock's history in "
                         f"{args.data.name} (longest {longest} trading days); choose a smaller --window")
     args.tickers = choose_tickers(args.tickers, table, series, min_days)
-    splits = split_series(series, args.split, args.tickers, args.window, len(table.dates))
+    splits = split_series(series, args.split, args.window, len(table.dates))
     for name in ("train", "val"):
         if not any(len(s) >= args.window for s in splits[name]):
             raise DataError(f"no {name} series has {args.window} days for --window with "

@@ -107,36 +107,34 @@ def choose_tickers(requested: Sequence[str], table: PriceTable, series: list[Ser
     return chosen
 
 
-def split_by_stock(tickers: Sequence[str], fractions=(0.6, 0.2, 0.2), keep_in_test: Sequence[str] = (),
+def split_by_stock(tickers: Sequence[str], fractions=(0.6, 0.2, 0.2),
                    seed: int = SPLIT_SEED) -> dict[str, list[str]]:
-    """Tickers of train/val/test stocks by a fixed generator; ``keep_in_test`` in test.
-    Raises DataError when a split would be empty."""
-    tickers = sorted(set(tickers))
-    forced = [t for t in keep_in_test if t in tickers]
-    others = np.array([t for t in tickers if t not in forced], dtype=object)
-    others = others[np.random.default_rng(seed).permutation(len(others))]
+    """Tickers of train/val/test stocks by a fixed generator, whatever stocks the
+    figures show (--tickers), so the test numbers never move with them. Raises
+    DataError when a split would be empty."""
+    tickers = np.array(sorted(set(tickers)), dtype=object)
+    tickers = tickers[np.random.default_rng(seed).permutation(len(tickers))]
     n_train = int(round(fractions[0] * len(tickers)))
     n_val = int(round(fractions[1] * len(tickers)))
-    if n_train < 1 or n_val < 1 or len(others) < n_train + n_val:
+    if n_train < 1 or n_val < 1 or len(tickers) < n_train + n_val + 1:
         raise DataError(f"{len(tickers)} usable stocks are too few for train/validation/test "
-                        "splits (need at least 3 beyond the --tickers); use a longer file or "
-                        "a smaller --window")
-    return {"train": list(others[:n_train]), "val": list(others[n_train:n_train + n_val]),
-            "test": forced + list(others[n_train + n_val:])}
+                        "splits (need at least 3); use a longer file or a smaller --window")
+    return {"train": list(tickers[:n_train]), "val": list(tickers[n_train:n_train + n_val]),
+            "test": list(tickers[n_train + n_val:])}
 
 
-def split_series(series: list[Series], kind: str, tickers: Sequence[str], window: int,
-                 days: int, fractions=(0.6, 0.2, 0.2)) -> dict[str, list[Series]]:
+def split_series(series: list[Series], kind: str, window: int, days: int,
+                 fractions=(0.6, 0.2, 0.2)) -> dict[str, list[Series]]:
     """Series of each split.
 
-    ``stock``: stocks split 60/20/20 (--tickers in test); a test series is evaluated
+    ``stock``: stocks split 60/20/20 by a fixed seed; a test series is evaluated
     on all its days, the multi-step forecast starting at its middle day.
     ``time``: every stock's days before calendar day 0.6*days train, up to 0.8*days
     validate, the rest test; a test series keeps ``window`` days before the test
     period as history and is evaluated on test days only (multi-step from the first).
     """
     if kind == "stock":
-        names = split_by_stock([s.ticker for s in series], fractions, tickers)
+        names = split_by_stock([s.ticker for s in series], fractions)
         out = {name: [Series(s.ticker, s.start, s.values, 1, len(s) // 2) for s in series
                       if s.ticker in set(members)] for name, members in names.items()}
         return out
