@@ -1,27 +1,27 @@
 """Part 3: an LSTM autoencoder on S&P 500 daily highs: reconstruction, one-step
 and multi-step prediction, each against a naive baseline.
 
-Stocks are split into train/validation/test (the --tickers always in test, so
-their figures show series the model never trained on). Two models are trained
-on windows of --window days:
+Stocks are split into train/validation/test by a fixed seed (--tickers only
+chooses the stocks the figures show). Two models are trained on windows of
+--window days:
 
 1. Reconstruction: each series min-max scaled to [0, 1] as in the report; grid
    search on validation loss, the best configuration trained for --epochs.
 2. Prediction: the same configuration plus a causal head that predicts x_{t+1}
    from x_1..x_t, trained on reconstruction MSE + prediction MSE, on the --scale
-   (price_windows.py). The multi-step forecast starts at the middle day of each
-   test series, feeding each prediction back in.
+   (lstm_ae/datasets/price_windows.py). The multi-step forecast starts at the
+   middle day of each test series, feeding each prediction back in.
 
-Every stock is used over its own dates (ragged histories; price_windows.py);
---complete-only keeps the report's rule. --split time tests on the later dates.
-Verdicts against the baselines come from the Diebold-Mariano test
-(forecast_tests.py).
+Every stock is used over its own dates (ragged histories); --complete-only
+keeps the report's rule. --split time tests on the later dates. Verdicts
+against the baselines come from the Diebold-Mariano test
+(lstm_ae/evaluation/diebold_mariano.py).
 
 Every number is measured on test stocks, scaled and in price units, beside the
 baselines "tomorrow equals today" (one step) and "the last seen value stays
 flat" (multi-step).
 
-    python lstm_ae_snp500.py --data ../shared/data/sp500/sp500_stock_prices_2016-2021.csv.gz
+    python lstm_ae_snp500.py --data FILE             # the daily-prices CSV (docs/data.md)
     python lstm_ae_snp500.py --quick --data FILE     # smoke run
 
 Figures: fig3_1_snp500_daily_high.png, fig3_2..fig3_4_snp500_reconstruction_<TICKER>.png,
@@ -35,30 +35,30 @@ final.pt (reconstruction) and final_prediction.pt (prediction); --eval-only
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-from dataclasses import replace
+import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from lstm_ae.evaluation import forecasting as fc
-from lstm_ae.cli.flags import (REPO_ROOT, add_common_flags, args_as_dict, non_negative_float,
-                               non_negative_int, positive_int, run_main)
-from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
-                                    search_then_train)
-from lstm_ae.evaluation.diebold_mariano import compare
-from lstm_ae.errors import DataError, UserError
-from lstm_ae.files import write_json
-from lstm_ae.reporting.provenance import run_provenance
-from lstm_ae.reporting.figures import (plot_curves, plot_error_by_horizon, plot_forecast,
-                                       plot_history, plot_reconstructions, plot_series)
-from lstm_ae.datasets.price_windows import (SCALES, choose_tickers, model_windows, split_series,
-                                            stock_series, window_starts)
-from lstm_ae.datasets.prices import KAGGLE_FILE, load_prices
-from lstm_ae.engine.training import to_device
+from lstm_ae.choices import SCALES
+from lstm_ae.cli.flags import (COMMON_DEFAULTS, REPO_ROOT, add_common_flags, add_setting,
+                               new_parser, non_negative_float, non_negative_int, parse_settings,
+                               positive_int)
+from lstm_ae.cli.recipes import FromEnv, Recipe
+from lstm_ae.datasets.prices import KAGGLE_FILE, check_price_file
 
+# Every default of this script, and what --quick changes (flags given explicitly win).
+RECIPE = Recipe(
+    common=COMMON_DEFAULTS,
+    defaults=dict(data=FromEnv("LSTM_AE_SP500_CSV", REPO_ROOT / "data" / KAGGLE_FILE, Path,
+                               f"data/{KAGGLE_FILE}"),
+                  field="high", start=None, end=None, tickers=["AMZN", "GOOGL"], window=50,
+                  stride=10, max_gap=5, complete_only=False, split="stock", scale="window",
+                  prediction_weight=1.0, hidden_size=[32, 64], lr=[2e-3, 5e-3], batch_size=[64],
+                  clip=[1.0, None], epochs=20, grid_epochs=5, lr_schedule="cosine",
+                  precision="fp32", workers=2),
+    quick=dict(hidden_size=[8, 16], lr=[1e-2], clip=[1.0], batch_size=[64], epochs=2,
+               grid_epochs=1))
 DATA_FLAGS = ("data", "field", "start", "end", "tickers", "window", "stride", "split", "scale",
               "max_gap", "complete_only")
 HORIZONS_REPORTED = (1, 5, 20, 60, 120, 250)
@@ -73,55 +73,71 @@ def date_text(text: str) -> str:
     return text
 
 
-# --quick: a tiny model, two epochs (flags given explicitly still win).
-QUICK = dict(hidden_size=[8, 16], lr=[1e-2], clip=[1.0], batch_size=[64], epochs=2,
-             grid_epochs=1)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=Path(__file__).name,
-        description="Part 3: LSTM autoencoder on S&P 500 daily prices: reconstruction, "
-                    "one-step and multi-step prediction against naive baselines.")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path,
-                      default=Path(os.environ.get("LSTM_AE_SP500_CSV", REPO_ROOT / "data" / KAGGLE_FILE)),
-                      help=f"daily prices CSV, plain, .gz or .zip (default: $LSTM_AE_SP500_CSV, "
-                           f"else data/{KAGGLE_FILE})")
-    data.add_argument("--field", default="high",
-                      help="price column to model, e.g. high, close (default: high)")
-    data.add_argument("--start", type=date_text, default=None,
-                      help="first date of the window, YYYY-MM-DD (default: the file's first)")
-    data.add_argument("--end", type=date_text, default=None,
-                      help="last date of the window, YYYY-MM-DD (default: the file's last)")
-    data.add_argument("--tickers", nargs="+", default=["AMZN", "GOOGL"],
-                      help="stocks for the figures (any case, repeats dropped), kept in the test "
-                           "split; the multi-step figure uses the last one (default: AMZN GOOGL)")
-    data.add_argument("--window", type=positive_int, default=50,
-                      help="days per training window, at least 2 (default: 50)")
-    data.add_argument("--stride", type=positive_int, default=10,
-                      help="days between the starts of training windows (default: 10)")
-    data.add_argument("--max-gap", type=non_negative_int, default=5,
-                      help="a hole of at most this many trading days is filled with the last "
-                           "price; a longer one splits the history (default: 5)")
-    data.add_argument("--complete-only", action="store_true",
-                      help="the report's rule: only stocks with a price on every trading day "
-                           "(default: every stock over its own dates)")
-    data.add_argument("--split", choices=("stock", "time"), default="stock",
-                      help="stock: test on other stocks over all dates; time: train on every "
-                           "stock's first 60%% of dates, validate on the next 20%%, test on the "
-                           "last 20%% (default: stock)")
-    data.add_argument("--scale", choices=SCALES, default="window",
-                      help="prediction model's scale: window (log price relative to each "
-                           "window's first day), first-half (min-max of the first half), log "
-                           "(log price relative to the first day) (default: window)")
-    data.add_argument("--prediction-weight", type=non_negative_float, default=1.0,
-                      help="weight of the next-day MSE in the prediction model (default: 1)")
-    add_common_flags(parser, experiment="snp500", quick="a tiny model, 2 epochs",
-                     hidden_size=[32, 64], lr=[2e-3, 5e-3],
-                     batch_size=[64], clip=[1.0, None], num_layers=[1], epochs=20,
-                     grid_epochs=5, lr_schedule="cosine", precision="fp32", workers=2)
+    parser = new_parser(Path(__file__).name, "Part 3: LSTM autoencoder on S&P 500 daily "
+                        "prices: reconstruction, one-step and multi-step prediction against "
+                        "naive baselines.")
+    add_data_flags(parser.add_argument_group("data"))
+    add_common_flags(parser, RECIPE, experiment="snp500")
     return parser
+
+
+def add_data_flags(group) -> None:
+    add_setting(group, RECIPE, "--data", "daily prices CSV, plain, .gz or .zip", type=Path)
+    add_setting(group, RECIPE, "--field", "price column to model, e.g. high, close")
+    add_setting(group, RECIPE, "--start", "first date of the window, YYYY-MM-DD (none: the "
+                "file's first)", type=date_text)
+    add_setting(group, RECIPE, "--end", "last date of the window, YYYY-MM-DD (none: the "
+                "file's last)", type=date_text)
+    add_setting(group, RECIPE, "--tickers", "stocks for the figures (any case, repeats "
+                "dropped), kept in the test split; the multi-step figure uses the last one",
+                nargs="+")
+    add_setting(group, RECIPE, "--window", "days per training window, at least 2",
+                type=positive_int)
+    add_setting(group, RECIPE, "--stride", "days between the starts of training windows",
+                type=positive_int)
+    add_setting(group, RECIPE, "--max-gap", "a hole of at most this many trading days is "
+                "filled with the last price; a longer one splits the history", type=non_negative_int)
+    add_setting(group, RECIPE, "--complete-only", "the report's rule: only stocks with a price "
+                "on every trading day (off: every stock over its own dates)", action="store_true")
+    add_setting(group, RECIPE, "--split", "stock: test on other stocks over all dates; time: "
+                "train on every stock's first 60%% of dates, validate on the next 20%%, test on "
+                "the last 20%%", choices=("stock", "time"))
+    add_setting(group, RECIPE, "--scale", "prediction model's scale: window (log price "
+                "relative to each window's first day), first-half (min-max of the first half), "
+                "log (log price relative to the first day)", choices=SCALES)
+    add_setting(group, RECIPE, "--prediction-weight", "weight of the next-day MSE in the "
+                "prediction model", type=non_negative_float)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    check_price_file(args.data)
+
+
+if __name__ == "__main__":  # a bad flag or file is refused here, before torch loads (about 3 s)
+    parse_settings(build_parser(), RECIPE, sys.argv[1:], check_paths)
+
+import hashlib  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation,  # noqa: E402
+                                    prepare_run, search_then_train)
+from lstm_ae.cli.flags import args_as_dict  # noqa: E402
+from lstm_ae.cli.main import run_main  # noqa: E402
+from lstm_ae.datasets.price_windows import (choose_tickers, model_windows,  # noqa: E402
+                                            split_series, stock_series, window_starts)
+from lstm_ae.datasets.prices import load_prices  # noqa: E402
+from lstm_ae.engine.training import to_device  # noqa: E402
+from lstm_ae.errors import DataError, UserError  # noqa: E402
+from lstm_ae.evaluation import forecasting as fc  # noqa: E402
+from lstm_ae.evaluation.diebold_mariano import compare  # noqa: E402
+from lstm_ae.files import write_json  # noqa: E402
+from lstm_ae.reporting.figures import (plot_curves, plot_error_by_horizon,  # noqa: E402
+                                       plot_forecast, plot_history, plot_reconstructions,
+                                       plot_series)
+from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
 
 
 def load_data(args: argparse.Namespace):
@@ -143,10 +159,6 @@ def load_data(args: argparse.Namespace):
         if not any(len(s) >= args.window for s in splits[name]):
             raise DataError(f"no {name} series has {args.window} days for --window with "
                             f"--split {args.split}; choose a smaller --window")
-    missing = [t for t in args.tickers if t not in {s.ticker for s in splits["test"]}]
-    if missing or not splits["test"]:
-        raise DataError(f"--tickers {' '.join(missing)} have no test days with --split "
-                        f"{args.split}; choose other --tickers")
     return table, splits, counts
 
 
@@ -298,7 +310,8 @@ def print_summary(results: dict, run_dir: Path, figures: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_main(build_parser(), run, argv, QUICK)
+    return run_main(build_parser(), RECIPE, run, argv, experiment="snp500", check=check_paths,
+                    checkpoints=("final.pt", "final_prediction.pt"))
 
 
 if __name__ == "__main__":

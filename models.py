@@ -25,12 +25,10 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from lstm_ae.choices import CLASSIFIER_INPUTS, DEVICE_CHOICES, INITS
 from lstm_ae.errors import UserError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
-CLASSIFIER_INPUTS = ("decoder", "latent", "encoder-mean")
-INITS = ("default", "orthogonal")
 
 
 def mps_available() -> bool:

@@ -46,3 +46,13 @@ def is_png(path: Path) -> bool:
 def no_temp_files(folder: Path) -> bool:
     return not any(p.name.startswith(".") and (".tmp" in p.name or ".part" in p.name)
                    for p in folder.rglob("*"))
+
+
+def script_settings(module, argv=()):
+    """A script's settings for ``argv`` as its main() resolves them (the recipe
+    applied); reproduce.py has no recipe."""
+    from lstm_ae.cli.flags import parse_settings
+    parser = module.build_parser()
+    if not hasattr(module, "RECIPE"):
+        return parser.parse_args(list(argv))
+    return parse_settings(parser, module.RECIPE, list(argv))

@@ -114,7 +114,7 @@ def script_args(name, tmp_path, folder):
 
 def check_one_results_file(folder):
     run = folder / "run"
-    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".json")) == ["results.json"]
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".json")) == ["config.json", "results.json"]
     assert all(is_png(p) for p in (folder / "fig").iterdir())
     assert no_temp_files(folder)
     return json.loads((run / "results.json").read_text())

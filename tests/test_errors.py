@@ -22,8 +22,9 @@ import torch
 import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
-from lstm_ae.cli.flags import REPO_ROOT, run_main
-from conftest import write_mnist
+from lstm_ae.cli.flags import REPO_ROOT
+from lstm_ae.cli.main import run_main
+from conftest import script_settings, write_mnist
 from lstm_ae.cli.experiment import default_output_dirs, prepare_run
 from lstm_ae.errors import MAX_MESSAGE, DataError, UserError, one_line, reading
 from lstm_ae.files import atomic_path, remove_stale_temp_files
@@ -273,7 +274,7 @@ def test_error_lines_are_short(capsys):
     def body(args):
         raise UserError("archive holds: " + ", ".join(f"stock_{k}.csv" for k in range(500))
                         + "\nand more; pass --data FILE")
-    line = refused(capsys, lambda: run_main(parser, body, []), "archive holds", "pass --data FILE")
+    line = refused(capsys, lambda: run_main(parser, lstm_ae_toy.RECIPE, body, []), "archive holds", "pass --data FILE")
     assert len(line) <= MAX_MESSAGE + len("lstm_ae_toy.py: error: ")
     assert one_line("a\nb") == "a b"
 
@@ -340,7 +341,7 @@ def test_quick_outputs_go_to_an_ignored_folder(experiment):
 def test_prepare_run_with_quick_uses_them_and_creates_nothing(tmp_path, monkeypatch):
     from lstm_ae.cli import experiment
     monkeypatch.setattr(experiment, "REPO_ROOT", tmp_path)
-    args = lstm_ae_toy.build_parser().parse_args(["--quick"])
+    args = script_settings(lstm_ae_toy, ["--quick"])
     ctx = prepare_run(args, "toy")
     assert ctx.figures == tmp_path / "runs" / "quick" / "toy" / "figures"
     assert ctx.run_dir == args.run_dir == tmp_path / "runs" / "quick" / "toy"
@@ -364,8 +365,7 @@ def test_leftovers_of_killed_runs_are_removed_and_nothing_else(tmp_path):
             figures / "fig1_1_toy_examples.png", run / "final.pt"]
     for path in stale + kept:
         path.write_bytes(b"x")
-    args = lstm_ae_toy.build_parser().parse_args(["--figures-dir", str(figures),
-                                                 "--run-dir", str(run)])
+    args = script_settings(lstm_ae_toy, ["--figures-dir", str(figures), "--run-dir", str(run)])
     prepare_run(args, "toy")
     assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
     assert remove_stale_temp_files(tmp_path / "missing") == []
@@ -400,17 +400,13 @@ def test_eval_only_data_path_given_or_taken_from_the_checkpoint(tmp_path, monkey
     """The S&P script's --data: a path that differs from the checkpoint's is refused,
     the same file spelled otherwise is accepted, and no --data takes the checkpoint's."""
     from lstm_ae.cli import experiment
-    from lstm_ae.cli.flags import explicit_flags
     stored = tmp_path / "prices.csv"
     stored.write_text("x\n")
     checkpoint = {"run_config": {"data": str(stored), "window": 20, "tickers": ["AMZN", "GOOGL"]}}
     monkeypatch.setattr(experiment, "load_checkpoint", lambda path: checkpoint)
     monkeypatch.setattr(experiment, "model_from_checkpoint", lambda ckpt, device: "model")
-    parser = lstm_ae_snp500.build_parser()
-
     def load(*argv):
-        args = parser.parse_args(list(argv))
-        args._explicit = explicit_flags(parser, list(argv))
+        args = script_settings(lstm_ae_snp500, argv)
         experiment.load_for_evaluation(args, torch.device("cpu"), ("data", "window", "tickers"),
                                        tmp_path / "final.pt")
         return args

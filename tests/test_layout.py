@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 
 # Lower layers never import higher ones; a module may import its own layer.
 LAYERS = {
-    "lstm_ae.errors": 0, "lstm_ae.files": 0,
+    "lstm_ae.errors": 0, "lstm_ae.files": 0, "lstm_ae.choices": 0,
     "models": 1, "lstm_ae.datasets": 1,
     "lstm_ae.engine": 2,
     "lstm_ae.evaluation": 3,

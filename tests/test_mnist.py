@@ -10,10 +10,11 @@ import torch
 from lstm_ae.evaluation import baselines
 import lstm_ae_mnist
 from lstm_ae.datasets import mnist as mnist_data
-from conftest import idx_bytes, is_png, no_temp_files, shared_data, write_mnist
+from conftest import idx_bytes, is_png, no_temp_files, script_settings, shared_data, write_mnist
 from lstm_ae.errors import DataError
 from lstm_ae.datasets.mnist import (MNIST_FILES, SourceUnavailable, acquire_mnist, load_mnist,
-                                    mnist_splits, parse_idx, random_shift, read_idx)
+                                    mnist_splits, parse_idx, read_idx)
+from lstm_ae.datasets.augmentation import random_shift
 
 
 def test_idx_round_trip_gzip_and_raw(tmp_path):
@@ -223,8 +224,8 @@ def test_quick_pixel_run_draws_fig_2_4(tmp_path, mnist_dir):
 
 def test_pixel_defaults_differ_from_row_defaults_as_documented():
     parser = lstm_ae_mnist.build_parser()
-    row = lstm_ae_mnist.apply_input_defaults(parser.parse_args([]))
-    pixel = lstm_ae_mnist.apply_input_defaults(parser.parse_args(["--input", "pixel"]))
+    row = script_settings(lstm_ae_mnist, [])
+    pixel = script_settings(lstm_ae_mnist, ["--input", "pixel"])
     assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [128], [1e-3, 3e-3], 30, 2)
     assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("default", False, False, False)
     # The pixel recipe of docs/mnist.md.
@@ -233,10 +234,10 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert row.decoder_position is False and pixel.decoder_position is True
     assert (row.ce_weight, pixel.ce_weight) == (1.0, 0.1)
     # Flags given explicitly always win, also when they equal the other mode's default.
-    old = lstm_ae_mnist.apply_input_defaults(parser.parse_args(
+    old = script_settings(lstm_ae_mnist, 
         ["--input", "pixel", "--init", "default", "--no-chrono", "--no-reverse-output",
          "--no-standardize-input", "--no-decoder-position", "--shift", "2", "--hidden-size",
-         "128", "--epochs", "30", "--ce-weight", "1"]))
+         "128", "--epochs", "30", "--ce-weight", "1"])
     assert (old.init, old.chrono, old.reverse_output, old.standardize_input, old.shift) == (
         "default", False, False, False, 2)
     assert old.decoder_position is False and old.ce_weight == 1.0

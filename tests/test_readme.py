@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, script_settings
 from lstm_ae.datasets.standins import write_mnist, write_prices_csv
 
 README = REPO_ROOT / "README.md"
@@ -131,7 +131,7 @@ def test_commands_were_found():
 def test_documented_command_parses(path, script, argv):
     module = importlib.import_module(Path(script).stem)
     try:
-        module.build_parser().parse_args(argv)
+        script_settings(module, argv)
     except SystemExit as stop:
         pytest.fail(f"{label(path, script, argv)} is refused by its parser (exit {stop.code})")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import lstm_ae_toy
-from conftest import is_png, no_temp_files
+from conftest import is_png, no_temp_files, script_settings
 from lstm_ae.datasets.splits import split_indices
 from lstm_ae.datasets.synthetic import baseline_mse, generate_toy_sequences
 
@@ -128,8 +128,7 @@ def test_cuda_asked_for_without_a_gpu(tmp_path, capsys, monkeypatch):
 
 
 def test_importing_the_script_runs_nothing():
-    parser = lstm_ae_toy.build_parser()
-    args = parser.parse_args([])
+    args = script_settings(lstm_ae_toy, [])
     assert args.hidden_size == [32, 48] and max(args.hidden_size) < 50
     n_points = len(args.hidden_size) * len(args.lr) * len(args.clip) * len(args.batch_size)
     assert 4 <= n_points <= 30

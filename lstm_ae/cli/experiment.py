@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 
 from lstm_ae.engine import distributed
-from lstm_ae.cli.flags import REPO_ROOT, flag_name
+from lstm_ae.cli.recipes import flag_name, settings_lines, settings_record
 from lstm_ae.errors import UserError, reading
-from lstm_ae.files import ensure_writable_dir, remove_stale_temp_files
+from lstm_ae.files import REPO_ROOT, ensure_writable_dir, remove_stale_temp_files, write_json
 from lstm_ae.engine.grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
 from models import LSTMAutoencoder, resolve_device
 from lstm_ae.engine.training import Augment, FitResult, TrainConfig, fit
@@ -69,6 +69,7 @@ def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
     if ctx.is_main:
         for folder in (ctx.figures, ctx.run_dir):
             remove_stale_temp_files(folder)
+        print(settings_lines(args), flush=True)
     return ctx
 
 
@@ -118,6 +119,8 @@ def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits:
     if args.resume:
         check_resumable(run_dir / checkpoint_name, run_dir / "grid.csv", points, data_tag,
                         run_config, data_flags)
+    if distributed.is_main():  # the settings of the run about to train, checks passed
+        write_json(run_dir / "config.json", settings_record(args))
     if len(points) > 1:
         log(f"grid search: {len(points)} configurations x {args.grid_epochs} epochs, "
             + (f"{distributed.world_size()} processes" if distributed.data_parallel()

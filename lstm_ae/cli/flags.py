@@ -1,23 +1,22 @@
 """Command-line pieces shared by the three scripts: flag types that reject
-impossible values, the common flags, and clean one-line errors."""
+impossible values, the common flags with their defaults, and the parse that
+ends a bad command line in one line. Nothing here imports torch: a script
+refuses a mistyped flag before torch loads."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import difflib
+import re
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-from lstm_ae.engine import distributed
+from lstm_ae.choices import DEVICE_CHOICES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS
+from lstm_ae.cli import recipes
+from lstm_ae.cli.recipes import FromEnv, Recipe, flag_name
 from lstm_ae.errors import UserError, one_line
-from lstm_ae.files import REPO_ROOT
-from models import DEVICE_CHOICES
-from lstm_ae.reporting.provenance import note_command
-from lstm_ae.engine.training import LR_SCHEDULES, OPTIMIZERS
-from lstm_ae.engine.runtime import PRECISIONS
-
-
+from lstm_ae.files import REPO_ROOT  # noqa: F401  (scripts name their default paths by it)
 
 # ----------------------------------------------------------------------------
 # Flag types: each rejects impossible values with one clear line
@@ -79,90 +78,95 @@ def clip_value(text: str) -> Optional[float]:
         return None
     return positive_float(text)
 
-
 # ----------------------------------------------------------------------------
 # Flags every script has
 # ----------------------------------------------------------------------------
 
-def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick: str,
-                     hidden_size: list, lr: list, batch_size: list, clip: list, num_layers: list,
-                     epochs: int, grid_epochs: int, lr_schedule: str, precision: str,
-                     workers: int) -> None:
-    """Model, training, grid, device and output flags, with this script's defaults;
-    ``quick`` describes what --quick runs."""
-    model = parser.add_argument_group("model and grid (flags with several values are searched)")
-    model.add_argument("--hidden-size", type=positive_int, nargs="+", default=hidden_size,
-                       help=f"LSTM hidden size = latent size (default: {_show(hidden_size)})")
-    model.add_argument("--num-layers", type=positive_int, nargs="+", default=num_layers,
-                       help=f"stacked LSTM layers (default: {_show(num_layers)})")
-    model.add_argument("--lr", type=positive_float, nargs="+", default=lr,
-                       help=f"peak learning rate (default: {_show(lr)})")
-    model.add_argument("--batch-size", type=positive_int, nargs="+", default=batch_size,
-                       help=f"mini-batch size (default: {_show(batch_size)})")
-    model.add_argument("--clip", type=clip_value, nargs="+", default=clip,
-                       help=f"gradient-norm clipping, a number or 'none' (default: {_show(clip)})")
-    train = parser.add_argument_group("training")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
-                       help="optimizer (default: adam)")
-    train.add_argument("--weight-decay", type=non_negative_float, default=0.0,
-                       help="weight decay (default: 0)")
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=lr_schedule,
-                       help=f"learning-rate schedule over the run (default: {lr_schedule})")
-    train.add_argument("--warmup", type=fraction, default=0.0,
-                       help="fraction of the steps spent warming the learning rate up (default: 0)")
-    train.add_argument("--grid-epochs", type=positive_int, default=grid_epochs,
-                       help=f"epochs per grid point (default: {grid_epochs})")
-    train.add_argument("--epochs", type=positive_int, default=epochs,
-                       help=f"epochs for the final training of the best point (default: {epochs})")
-    train.add_argument("--seed", type=int, default=0,
-                       help="seed of model initialisation and batch order (default: 0)")
-    train.add_argument("--resume", action="store_true",
-                       help="skip grid points already in the grid CSV and continue the final "
-                            "training from its checkpoint; a run of other data is refused "
-                            "(default: start afresh)")
-    run = parser.add_argument_group("device and outputs")
-    run.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                     help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")
-    run.add_argument("--precision", choices=PRECISIONS, default=precision,
-                     help="bf16 autocast or fp32; auto takes bf16 where it runs and was measured "
-                          f"faster (distributed.choose_precision) (default: {precision})")
-    run.add_argument("--threads", type=positive_int, default=None,
-                     help="CPU threads for training (default: PyTorch's choice, all cores)")
-    procs = os.environ.get("LSTM_AE_PROCS", "auto")
-    run.add_argument("--procs", type=procs_value, default=procs,
-                     help="data-parallel training processes on this machine: a number, or auto, "
-                          "the layout measured fastest (one per GPU; on a CPU with native bf16 "
-                          "one one-thread process per core, else one process); under torchrun "
-                          f"the launcher decides (default: $LSTM_AE_PROCS, else auto; now {procs})")
-    run.add_argument("--workers", type=positive_int, default=workers,
-                     help="grid points trained in parallel on the CPU, one thread each "
-                          f"(default: {workers})")
-    run.add_argument("--figures-dir", type=Path, default=None,
-                     help="where figures go (default: figures/ in the repository; with "
-                          f"--quick, runs/quick/{experiment}/figures/, ignored by git)")
-    run.add_argument("--run-dir", type=Path, default=None,
-                     help="where the grid CSV, results JSON and checkpoint go "
-                          f"(default: runs/{experiment}/ in the repository; with --quick, "
-                          f"runs/quick/{experiment}/)")
-    run.add_argument("--eval-only", action="store_true",
-                     help="evaluate --checkpoint on the test split and redraw its figures")
-    run.add_argument("--checkpoint", type=Path, default=None,
-                     help="checkpoint for --eval-only (default: RUN_DIR/final.pt)")
-    run.add_argument("--quick", action="store_true",
-                     help=f"smoke run, end to end: {quick}; its figures and results go to "
-                          f"runs/quick/{experiment}/ unless --figures-dir or --run-dir say "
-                          "otherwise, never over the reference figures (default: off)")
-    run.add_argument("--quiet", action="store_true",
-                     help="print no per-epoch lines, only the summary (default: off)")
+# Defaults of the common flags; a script's Recipe overrides any of them.
+COMMON_DEFAULTS = dict(
+    hidden_size=[64], num_layers=[1], lr=[1e-3], batch_size=[64], clip=[1.0],
+    optimizer="adam", weight_decay=0.0, lr_schedule="cosine", warmup=0.0, grid_epochs=5,
+    epochs=20, seed=0, resume=False, device="auto", precision="fp32", threads=None,
+    procs=FromEnv("LSTM_AE_PROCS", "auto", procs_value), workers=1, figures_dir=None,
+    run_dir=None, eval_only=False, checkpoint=None, quick=False, quiet=False)
 
 
-def _show(values: list) -> str:
-    return " ".join("none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
-                    for v in values)
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser without defaults: the namespace it returns holds only the flags
+    given, and recipes.apply fills in the rest."""
+    return argparse.ArgumentParser(prog=prog, description=description,
+                                   argument_default=argparse.SUPPRESS)
+
+
+def add_setting(group, recipe: Recipe, flag: str, help: str, **kwargs) -> None:
+    """``group.add_argument(flag, ...)`` with the recipe's default named in the help."""
+    dest = flag[2:].replace("-", "_")
+    group.add_argument(flag, help=f"{help} {recipe.default_text(dest)}", **kwargs)
+
+
+def add_common_flags(parser: argparse.ArgumentParser, recipe: Recipe, experiment: str) -> None:
+    """Model and grid, training, device and output flags, defaults from ``recipe``."""
+    _add_model_flags(parser.add_argument_group(
+        "model and grid (flags with several values are searched)"), recipe)
+    _add_training_flags(parser.add_argument_group("training"), recipe)
+    _add_run_flags(parser.add_argument_group("device and outputs"), recipe, experiment)
+
+
+def _add_model_flags(group, recipe: Recipe) -> None:
+    add_setting(group, recipe, "--hidden-size", "LSTM hidden size = latent size", type=positive_int,
+                nargs="+")
+    add_setting(group, recipe, "--num-layers", "stacked LSTM layers", type=positive_int, nargs="+")
+    add_setting(group, recipe, "--lr", "peak learning rate", type=positive_float, nargs="+")
+    add_setting(group, recipe, "--batch-size", "mini-batch size", type=positive_int, nargs="+")
+    add_setting(group, recipe, "--clip", "gradient-norm clipping, a number or 'none'",
+                type=clip_value, nargs="+")
+
+
+def _add_training_flags(group, recipe: Recipe) -> None:
+    add_setting(group, recipe, "--optimizer", "optimizer", choices=OPTIMIZERS)
+    add_setting(group, recipe, "--weight-decay", "weight decay", type=non_negative_float)
+    add_setting(group, recipe, "--lr-schedule", "learning-rate schedule over the run",
+                choices=LR_SCHEDULES)
+    add_setting(group, recipe, "--warmup", "fraction of the steps spent warming the learning "
+                "rate up", type=fraction)
+    add_setting(group, recipe, "--grid-epochs", "epochs per grid point", type=positive_int)
+    add_setting(group, recipe, "--epochs", "epochs for the final training of the best point",
+                type=positive_int)
+    add_setting(group, recipe, "--seed", "seed of model initialisation and batch order", type=int)
+    add_setting(group, recipe, "--resume", "skip grid points already in the grid CSV and "
+                "continue the final training from its checkpoint; a run of other data is "
+                "refused", action="store_true")
+
+
+def _add_run_flags(group, recipe: Recipe, experiment: str) -> None:
+    add_setting(group, recipe, "--device", "where to train; auto picks CUDA, then MPS, then the "
+                "CPU", choices=DEVICE_CHOICES)
+    add_setting(group, recipe, "--precision", "bf16 autocast or fp32; auto takes bf16 where it "
+                "runs and was measured faster (docs/layout.md)", choices=PRECISIONS)
+    add_setting(group, recipe, "--threads", "CPU threads per training process (none: PyTorch's "
+                "choice, all cores)", type=positive_int)
+    add_setting(group, recipe, "--procs", "data-parallel training processes on this machine: a "
+                "number, or auto, the layout measured fastest here (docs/layout.md); under "
+                "torchrun the launcher decides", type=procs_value)
+    add_setting(group, recipe, "--workers", "grid points trained in parallel on the CPU, one "
+                "thread each", type=positive_int)
+    add_setting(group, recipe, "--figures-dir", "where figures go (none: figures/ in the "
+                f"repository; with --quick, runs/quick/{experiment}/figures/)", type=Path)
+    add_setting(group, recipe, "--run-dir", "where config.json, the grid CSV, results JSON and "
+                f"checkpoint go (none: runs/{experiment}/; with --quick, runs/quick/{experiment}/)",
+                type=Path)
+    add_setting(group, recipe, "--eval-only", "evaluate --checkpoint on the test split and "
+                "redraw its figures", action="store_true")
+    add_setting(group, recipe, "--checkpoint", "checkpoint for --eval-only (none: "
+                "RUN_DIR/final.pt)", type=Path)
+    add_setting(group, recipe, "--quick", f"smoke run, end to end, with {recipe.quick_text()}; "
+                f"outputs under runs/quick/{experiment}/", action="store_true")
+    add_setting(group, recipe, "--quiet", "print no per-epoch lines, only the summary",
+                action="store_true")
 
 
 # ----------------------------------------------------------------------------
-# Errors and outputs
+# Parsing: one line for a bad command line
 # ----------------------------------------------------------------------------
 
 # The grid axes of add_common_flags: each value is one more grid point, so a value
@@ -170,25 +174,42 @@ def _show(values: list) -> str:
 GRID_AXES = ("hidden_size", "num_layers", "lr", "batch_size", "clip")
 
 
-def _fail(parser: argparse.ArgumentParser, message: str) -> None:
+def fail(parser: argparse.ArgumentParser, message: str) -> None:
+    """Print ``PROG: error: message`` as one line and exit with status 2."""
     print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 
 
-def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[list]) -> frozenset:
-    """The dests of the flags given in argv (argv already parsed once without error)."""
-    saved = [(action, action.default) for action in parser._actions]
+def closest_flags(parser: argparse.ArgumentParser, message: str) -> str:
+    """' (did you mean --hidden-size?)' for each unrecognised flag in an argparse message."""
+    if "unrecognized arguments" not in message:
+        return ""
+    known = set(re.findall(r"--[a-z][a-z0-9-]*", parser.format_help()))
+    hints = []
+    for typed in re.findall(r"--[A-Za-z0-9_-]+", message.split("unrecognized arguments:")[1]):
+        match = difflib.get_close_matches(typed.split("=")[0].replace("_", "-").lower(), known, 1, 0.6)
+        if match:
+            hints.append(f"{typed}: did you mean {match[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def parse_settings(parser: argparse.ArgumentParser, recipe: Recipe,
+                   argv: Optional[Sequence[str]] = None,
+                   check: Optional[Callable[[argparse.Namespace], None]] = None) -> argparse.Namespace:
+    """The command line parsed and completed from the recipe; a bad flag, value or
+    pair of flags, or a UserError of ``check`` (quick checks of the input paths),
+    ends in one line on stderr and exit status 2."""
+    parser.error = lambda message: fail(
+        parser, f"{message}{closest_flags(parser, message)} (see --help)")
+    args = parser.parse_args(argv)
     try:
-        for action, _ in saved:
-            action.default = argparse.SUPPRESS
-        return frozenset(vars(parser.parse_args(argv)))
-    finally:
-        for action, default in saved:
-            action.default = default
-
-
-def flag_name(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+        recipes.apply(args, recipe)
+        check_flag_pairs(args)
+        if check:
+            check(args)
+    except UserError as error:
+        fail(parser, str(error))
+    return args
 
 
 def check_flag_pairs(args: argparse.Namespace) -> None:
@@ -205,37 +226,9 @@ def check_flag_pairs(args: argparse.Namespace) -> None:
         seen = []
         for value in values:
             if value in seen:
-                shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else value
-                raise UserError(f"{flag_name(dest)} lists {shown} twice; give each value once")
+                raise UserError(f"{flag_name(dest)} lists {recipes.show(value)} twice; "
+                                "give each value once")
             seen.append(value)
-
-
-def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], dict],
-             argv: Optional[list] = None, quick: Optional[dict] = None) -> dict:
-    """Parse argv and run body; known problems (a bad flag, a UserError) end as one
-    line on stderr, at most io_utils.MAX_MESSAGE characters, and exit status 2.
-
-    With --quick, the ``quick`` values replace the defaults of flags not given.
-    ``args._explicit`` holds the dests given on the command line (flags starting
-    with ``_`` are never stored in checkpoints).
-    """
-    parser.error = lambda message: _fail(parser, f"{message} (see --help)")
-    args = parser.parse_args(argv)
-    args._explicit = explicit_flags(parser, argv)
-    note_command(parser.prog, argv)  # provenance for results.json (run_info.py)
-    if getattr(args, "quick", False) and quick:
-        for name, value in quick.items():
-            if name not in args._explicit:
-                setattr(args, name, value)
-    try:
-        check_flag_pairs(args)
-        return distributed.run(body, args)
-    except UserError as error:
-        if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line
-            _fail(parser, str(error))
-        raise SystemExit(2) from None
-    finally:
-        distributed.shutdown()
 
 
 def args_as_dict(args: argparse.Namespace) -> dict:

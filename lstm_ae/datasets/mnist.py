@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import torch
 
 from lstm_ae.errors import DataError, reading
 from lstm_ae.files import remove_stale_temp_files, write_bytes_atomic
@@ -262,19 +261,3 @@ def mnist_splits(arrays: dict[str, np.ndarray], input_mode: str, n_val: int = 50
     return {"train": {"x": as_sequences(images[train_idx]), "y": labels[train_idx].astype(np.int64)},
             "val": {"x": as_sequences(images[val_idx]), "y": labels[val_idx].astype(np.int64)},
             "test": {"x": as_sequences(test_images), "y": test_labels.astype(np.int64)}}
-
-
-def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Move each digit by up to ``max_shift`` pixels along both axes, filling with black.
-
-    x is a batch of MNIST sequences, (batch, 28, 28) or (batch, 784, 1); the result
-    has the same shape. Used to augment training batches.
-    """
-    batch = x.shape[0]
-    images = torch.nn.functional.pad(x.reshape(batch, 28, 28), (max_shift,) * 4)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, batch), generator=generator).to(x.device)
-    steps = torch.arange(28, device=x.device)
-    rows = (dy[:, None] + steps)[:, :, None]
-    cols = (dx[:, None] + steps)[:, None, :]
-    shifted = images[torch.arange(batch, device=x.device)[:, None, None], rows, cols]
-    return shifted.reshape(x.shape)

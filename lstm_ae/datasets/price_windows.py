@@ -24,11 +24,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from lstm_ae.choices import SCALES
 from lstm_ae.errors import DataError
 from lstm_ae.datasets.prices import PriceTable
 from lstm_ae.datasets.splits import SPLIT_SEED
 
-SCALES = ("first-half", "window", "log")   # "whole": the reconstruction model's min-max
+# SCALES: the prediction model's scales; "whole" is the reconstruction model's min-max
 WINDOW_LOG_FACTOR = 10.0
 
 

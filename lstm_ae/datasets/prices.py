@@ -66,6 +66,17 @@ class PriceTable:
 # Bytes -> text, with one line for every way a file can be damaged
 # ---------------------------------------------------------------------------
 
+def check_price_file(path, what: str = "price file") -> None:
+    """DataError (one line naming the file and the fix) when ``path`` is missing
+    or a folder: the check a script makes before anything heavy loads."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} {path} not found: pass --data PATH or set "
+                        f"$LSTM_AE_SP500_CSV to a daily-prices CSV ({LAYOUTS})")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a {what}: pass the CSV file inside it")
+
+
 def read_text_file(path, what: str = "price file") -> str:
     """The UTF-8 text of ``path`` (plain, .gz, or the known CSV inside a .zip).
 
@@ -77,11 +88,9 @@ def read_text_file(path, what: str = "price file") -> str:
     name = str(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"price file {path} not found: pass --data PATH or set "
-                        f"$LSTM_AE_SP500_CSV to a daily-prices CSV ({LAYOUTS})") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a folder, not a {what}: pass the CSV file inside it") from None
+    except (FileNotFoundError, IsADirectoryError):
+        check_price_file(path, what)
+        raise
     except PermissionError:
         raise DataError(f"{path} cannot be read (permission denied): fix its permissions "
                         "(chmod u+r) or copy it somewhere readable") from None

@@ -17,9 +17,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lstm_ae.choices import PRECISIONS
 from lstm_ae.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def setup_runtime(threads: Optional[int] = None) -> None:

@@ -30,11 +30,10 @@ from lstm_ae.engine.checkpoints import (CHECKPOINT_FORMAT, atomic_torch_save, cp
                                         load_checkpoint)
 from lstm_ae.engine.progress import EpochProgress, NoProgress, format_epoch
 from lstm_ae.engine.runtime import autocast
+from lstm_ae.choices import LR_SCHEDULES, OPTIMIZERS
 from lstm_ae.errors import UserError
 from models import LSTMAutoencoder
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "onecycle")
 
 Tensors = dict[str, torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

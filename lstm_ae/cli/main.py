@@ -1,0 +1,60 @@
+"""What every script's ``main`` does: parse and complete the settings, run the
+experiment in the process layout it asks for, and end a known problem or an
+interrupt in one line.
+
+Exit status: 0 done; 2 a bad flag, file or setting (one line on stderr); 130
+or 143 stopped by SIGINT (Ctrl-C) or SIGTERM, with one line saying where it
+stopped and the command that continues it (docs/usage.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from lstm_ae.cli.experiment import default_output_dirs
+from lstm_ae.cli.flags import fail, parse_settings
+from lstm_ae.cli.interrupts import interruption_line
+from lstm_ae.cli.recipes import Recipe
+from lstm_ae.engine import distributed
+from lstm_ae.errors import Interrupted, UserError, signals_raise_interrupted
+from lstm_ae.reporting.provenance import note_command
+
+
+def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
+             body: Callable[[argparse.Namespace], dict], argv: Optional[Sequence[str]] = None,
+             experiment: Union[str, Callable[[argparse.Namespace], str]] = "",
+             checkpoints: Sequence[str] = ("final.pt",),
+             check: Optional[Callable[[argparse.Namespace], None]] = None) -> dict:
+    """``body(args)`` with the settings of ``argv`` (default: the command line).
+
+    ``experiment`` names the default run folder (runs/<experiment>/), a string or a
+    function of the settings; ``checkpoints`` are the files an interrupted run keeps,
+    in the order the run writes them; ``check`` checks the input paths quickly.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_settings(parser, recipe, argv, check)
+    note_command(parser.prog, argv)  # provenance for results.json
+    name = experiment(args) if callable(experiment) else experiment
+    if args.run_dir is None:
+        args.run_dir = default_output_dirs(name, args.quick)[1]
+    try:
+        with signals_raise_interrupted():
+            return distributed.run(body, args)
+    except UserError as error:
+        if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line
+            fail(parser, str(error))
+        raise SystemExit(2) from None
+    except Interrupted as stop:
+        if distributed.env_layout().is_main:
+            print(interruption_line(str(stop), parser.prog, argv, Path(args.run_dir), checkpoints),
+                  file=sys.stderr, flush=True)
+        if distributed.under_launcher():  # a torchrun rank: no teardown that could abort
+            sys.stdout.flush()
+            os._exit(stop.exit_status)
+        raise SystemExit(stop.exit_status) from None
+    finally:
+        distributed.shutdown()
