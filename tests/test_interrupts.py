@@ -50,3 +50,70 @@ def test_short_two_process_runs_finish_every_time(tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stderr == "", done.stderr
         assert (run_dir / "results.json").is_file()
+
+
+def wait_for_checkpoint(process: subprocess.Popen, path: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    time.sleep(0.5)  # well into the next epoch
+
+
+def group_is_gone(pgid: int) -> bool:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("signum, to_group, procs", [
+    (signal.SIGINT, True, "2"),      # Ctrl-C in a terminal: the whole group gets it
+    (signal.SIGTERM, False, "2"),    # a job manager signals the parent alone
+    (signal.SIGINT, False, "1"),
+], ids=["sigint-group-2procs", "sigterm-parent-2procs", "sigint-1proc"])
+def test_a_signal_stops_every_rank_with_one_line_and_resume_finishes(tmp_path, signum, to_group,
+                                                                     procs):
+    run_dir = tmp_path / "run"
+    command = two_process_toy(run_dir, "--epochs", "15", "--grid-epochs", "1", "--procs", procs,
+                              "--n-sequences", "300")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    wait_for_checkpoint(process, run_dir / "final.pt")
+    (os.killpg if to_group else os.kill)(process.pid, signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr and "terminate called" not in stderr, stderr
+    name = signal.Signals(signum).name
+    assert lines[0].startswith(f"stopped by {name} after epoch ") and "of 15 of the final" in lines[0]
+    assert group_is_gone(process.pid), "a training process outlived the run"
+    epoch = load_checkpoint(run_dir / "final.pt")["epoch"]
+    assert 1 <= epoch < 15
+    resume = lines[0].split("continue with: ")[1]
+    assert resume.endswith("--resume")
+    done = subprocess.run(resume, shell=True, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run_dir / "final.pt")["epoch"] == 15
+    assert (run_dir / "results.json").is_file()
+
+
+def test_the_continue_command_names_the_launcher(monkeypatch, tmp_path):
+    from lstm_ae.cli.interrupts import interruption_line
+    for name in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    line = interruption_line("SIGINT", "lstm_ae_toy.py", ["--epochs", "3"], tmp_path)
+    assert line == ("stopped by SIGINT before anything was saved; start again with: "
+                    "python lstm_ae_toy.py --epochs 3")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    (tmp_path / "grid.csv").write_text("")
+    line = interruption_line("SIGTERM", "lstm_ae_toy.py", ["--epochs", "3"], tmp_path)
+    assert line.endswith("start again with: torchrun --standalone --nproc-per-node 2 "
+                         "lstm_ae_toy.py --epochs 3")

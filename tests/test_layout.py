@@ -124,3 +124,21 @@ def test_the_root_holds_only_what_a_user_runs_or_reads():
     assert code == ROOT_CODE
     for folder in ("lstm_ae", "tests", "benchmarks", "figures", "data"):
         assert (REPO_ROOT / folder).is_dir(), folder
+
+
+def test_no_committed_file_holds_a_machine_path():
+    import re
+    import subprocess
+    files = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    pattern = re.compile(r"(?<![\w.])/(?:work|root|home|Users)/\w")
+    found = [name for name in files if not name.startswith("tests/")
+             and name.endswith((".md", ".py", ".json", ".txt", ".toml", ".cfg", ".ini"))
+             and pattern.search((REPO_ROOT / name).read_text(errors="replace"))]
+    assert not found, found
+
+
+def test_the_results_page_shows_no_machine_path():
+    from lstm_ae.reporting.results_page import without_machine_paths
+    shown = without_machine_paths("python lstm_ae_snp500.py --data /srv/x/prices.csv.gz --quick")
+    assert shown == "python lstm_ae_snp500.py --data PATH/TO/prices.csv.gz --quick"

@@ -9,6 +9,7 @@ finished; ``--resume`` continues from there.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Optional, Sequence
@@ -44,10 +45,22 @@ def progress_text(run_dir: Optional[Path], checkpoints: Sequence[str] = ("final.
     return ""
 
 
+def launcher_words() -> list[str]:
+    """How this process was started: ``python``, or under torchrun on one machine
+    ``torchrun --standalone --nproc-per-node N`` (across machines, torchrun's own
+    flags cannot be known here: ``torchrun ...``)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return ["python"]
+    local, world = os.environ.get("LOCAL_WORLD_SIZE", "1"), os.environ.get("WORLD_SIZE", "1")
+    if local == world:
+        return ["torchrun", "--standalone", "--nproc-per-node", local]
+    return ["torchrun", "..."]
+
+
 def resume_command(prog: str, argv: Sequence[str]) -> str:
     """The command as it was typed, with --resume added once."""
     args = list(argv) + ([] if "--resume" in argv else ["--resume"])
-    return shlex.join(["python", prog, *args])
+    return shlex.join([*launcher_words(), prog, *args])
 
 
 def interruption_line(signal_name: str, prog: str, argv: Sequence[str],
@@ -55,5 +68,5 @@ def interruption_line(signal_name: str, prog: str, argv: Sequence[str],
     where = progress_text(run_dir, checkpoints)
     if not where:
         return (f"stopped by {signal_name} before anything was saved; start again with: "
-                + shlex.join(["python", prog, *argv]))
+                + shlex.join([*launcher_words(), prog, *argv]))
     return f"stopped by {signal_name} {where}; continue with: {resume_command(prog, argv)}"

@@ -35,6 +35,7 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
     function of the settings; ``checkpoints`` are the files an interrupted run keeps,
     in the order the run writes them; ``check`` checks the input paths quickly.
     """
+    typed = sys.argv[0] if argv is None else parser.prog  # the script as the user named it
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_settings(parser, recipe, argv, check)
     note_command(parser.prog, argv)  # provenance for results.json
@@ -50,7 +51,7 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
         raise SystemExit(2) from None
     except Interrupted as stop:
         if distributed.env_layout().is_main:
-            print(interruption_line(str(stop), parser.prog, argv, Path(args.run_dir), checkpoints),
+            print(interruption_line(str(stop), typed, argv, Path(args.run_dir), checkpoints),
                   file=sys.stderr, flush=True)
         if distributed.under_launcher():  # a torchrun rank: no teardown that could abort
             sys.stdout.flush()

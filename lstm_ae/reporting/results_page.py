@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from lstm_ae.files import write_text_atomic
@@ -265,6 +266,14 @@ def figure_lines(name: str, results: dict, figures_dir: Path, page_dir: Path,
     return lines
 
 
+def without_machine_paths(command: str) -> str:
+    """The command with each absolute path (a file of the machine it ran on, never
+    one of the reader's) shown as PATH/TO/<its name>."""
+    words = shlex.split(command)
+    return shlex.join(f"PATH/TO/{PurePosixPath(w).name}" if w.startswith("/") else w
+                      for w in words)
+
+
 def part_section(entry: PageEntry, page_dir: Path) -> str:
     source = Path(os.path.relpath(entry.results_path, page_dir)).as_posix()
     head = f"## {entry.title}\n\n"
@@ -273,6 +282,7 @@ def part_section(entry: PageEntry, page_dir: Path) -> str:
     results = json.loads(Path(entry.results_path).read_text())
     command = lookup(results, "provenance.command")
     if isinstance(command, str):
+        command = without_machine_paths(command)
         text = f"Command, as run (`provenance.command` of {code(source)}):\n\n    {command}\n"
     else:
         text = (f"{code(source)} records no command (it predates provenance); "
