@@ -70,3 +70,24 @@ def test_data_dir_that_is_a_file_says_so(tmp_path, mnist_dir, capsys):
         assert f"--data-dir {one_file} is a file, not a folder" in line
         assert str(mnist_dir) in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script, argv, expected", [
+    ("lstm_ae_toy.py", ["--hiden-size", "3"], "--hiden-size: did you mean --hidden-size?"),
+    ("lstm_ae_mnist.py", ["--input", "pixels"], "invalid choice: 'pixels'"),
+    ("lstm_ae_mnist.py", ["--data-dir", "README.md"], "is a file, not a folder"),
+    ("lstm_ae_snp500.py", ["--data", "no-such-prices.csv"], "no-such-prices.csv not found"),
+    ("lstm_ae_snp500.py", ["--windw", "20"], "did you mean --window?"),
+])
+def test_bad_flags_and_missing_files_are_refused_before_torch_loads(script, argv, expected):
+    """One line, exit status 2, and torch never imported (it alone takes about 3 s)."""
+    import subprocess
+    import sys
+    from conftest import REPO_ROOT
+    done = subprocess.run([sys.executable, "-X", "importtime", script, *argv], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert done.returncode == 2 and len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
+    assert "torch" not in imported and "matplotlib" not in imported
