@@ -1,9 +1,10 @@
 """Part 3: an LSTM autoencoder on S&P 500 daily highs: reconstruction, one-step
 and multi-step prediction, each against a naive baseline.
 
-Stocks are split into train/validation/test by a fixed seed (--tickers only
-chooses the stocks the figures show). Two models are trained on windows of
---window days:
+Stocks are split into train/validation/test by a fixed seed, whatever --tickers
+says: --tickers only picks the stocks drawn in the figures, from whichever split
+holds them (a figure's title says "test stock", "validation stock" or "training
+stock: seen in training"). Two models are trained on windows of --window days:
 
 1. Reconstruction: each series min-max scaled to [0, 1] as in the report; grid
    search on validation loss, the best configuration trained for --epochs.
@@ -12,14 +13,14 @@ chooses the stocks the figures show). Two models are trained on windows of
    (lstm_ae/datasets/price_windows.py). The multi-step forecast starts at the
    middle day of each test series, feeding each prediction back in.
 
-Every stock is used over its own dates (ragged histories); --complete-only
-keeps the report's rule. --split time tests on the later dates. Verdicts
-against the baselines come from the Diebold-Mariano test
-(lstm_ae/evaluation/diebold_mariano.py).
-
-Every number is measured on test stocks, scaled and in price units, beside the
-baselines "tomorrow equals today" (one step) and "the last seen value stays
-flat" (multi-step).
+Every stock is used over its own dates (ragged histories; price_windows.py);
+--complete-only keeps the report's rule. --split time tests on the later dates.
+Every number is measured on the test split alone (never on --tickers outside
+it), in price units and relative to the last price seen, beside the baselines
+"tomorrow equals today" (one step) and "the last seen value stays flat"
+(multi-step). The verdict (beats / ties with / loses to a baseline) is the
+Diebold-Mariano test at the 5% level on the squared relative error averaged over
+the stocks of each day (lstm_ae/evaluation/diebold_mariano.py).
 
     python lstm_ae_snp500.py --data FILE             # the daily-prices CSV (docs/data.md)
     python lstm_ae_snp500.py --quick --data FILE     # smoke run
@@ -59,7 +60,9 @@ RECIPE = Recipe(
                   precision="fp32", workers=2),
     quick=dict(hidden_size=[8, 16], lr=[1e-2], clip=[1.0], batch_size=[64], epochs=2,
                grid_epochs=1))
-DATA_FLAGS = ("data", "field", "start", "end", "tickers", "window", "stride", "split", "scale",
+# What the models are trained and tested on (the data tag, --resume and --eval-only checks);
+# --tickers is not among them: it only picks the figures' stocks.
+DATA_FLAGS = ("data", "field", "start", "end", "window", "stride", "split", "scale",
               "max_gap", "complete_only")
 HORIZONS_REPORTED = (1, 5, 20, 60, 120, 250)
 MULTI_STEP_DM_LAGS = 20     # a trading month of autocovariances for the fed-back path
@@ -89,8 +92,9 @@ def add_data_flags(group) -> None:
                 "file's first)", type=date_text)
     add_setting(group, RECIPE, "--end", "last date of the window, YYYY-MM-DD (none: the "
                 "file's last)", type=date_text)
-    add_setting(group, RECIPE, "--tickers", "stocks for the figures (any case, repeats "
-                "dropped), kept in the test split; the multi-step figure uses the last one",
+    add_setting(group, RECIPE, "--tickers", "stocks drawn in the figures (any case, repeats "
+                "dropped), from whichever split holds them (titles say which); they never "
+                "change the split or the test numbers; the multi-step figure uses the last one",
                 nargs="+")
     add_setting(group, RECIPE, "--window", "days per training window, at least 2",
                 type=positive_int)
@@ -126,7 +130,7 @@ from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluatio
                                     prepare_run, search_then_train)
 from lstm_ae.cli.flags import args_as_dict  # noqa: E402
 from lstm_ae.cli.main import run_main  # noqa: E402
-from lstm_ae.datasets.price_windows import (choose_tickers, model_windows,  # noqa: E402
+from lstm_ae.datasets.price_windows import (Series, choose_tickers, model_windows,  # noqa: E402
                                             split_series, stock_series, window_starts)
 from lstm_ae.datasets.prices import load_prices  # noqa: E402
 from lstm_ae.engine.training import to_device  # noqa: E402
@@ -159,6 +163,8 @@ def load_data(args: argparse.Namespace):
         if not any(len(s) >= args.window for s in splits[name]):
             raise DataError(f"no {name} series has {args.window} days for --window with "
                             f"--split {args.split}; choose a smaller --window")
+    if not splits["test"]:
+        raise DataError(f"no test series with --split {args.split}; choose a smaller --window")
     return table, splits, counts
 
 
@@ -222,80 +228,144 @@ def run(args: argparse.Namespace) -> dict:
 
 def evaluate(args, table, splits, counts, recon_model, pred_model, pred_history, device,
              figures) -> dict:
-    """Figures and numbers on the test series."""
-    test, dates, field = splits["test"], table.dates, args.field
-    names = [s.ticker for s in test]
-    longest = {}
-    for k, s in enumerate(test):                       # each ticker's longest test series
-        if s.ticker not in longest or len(s) > len(test[longest[s.ticker]]):
-            longest[s.ticker] = k
-    own = lambda s: dates[s.start:s.start + len(s)]   # noqa: E731
-    rebuilt = fc.reconstruct(recon_model, test, args.window, "whole", device)
-    shown = list(args.tickers) + [t for t in dict.fromkeys(names) if t not in args.tickers]
-    for number, name in zip((2, 3, 4), shown[:3]):
-        s = test[longest[name]]
-        plot_reconstructions([s.values], [rebuilt[longest[name]]], [name],
-                             figures / f"fig3_{number}_snp500_reconstruction_{name}.png",
-                             f"Daily {field}: original vs reconstruction (test stock)",
-                             x=own(s), ylabel=f"{field} (USD)", mse_unit=" USD²")
-    one = fc.one_step(pred_model, test, args.window, args.scale, device)
-    multi = fc.multi_step(pred_model, test, args.window, args.scale, device)
-    persistence, flat = fc.persistence(test), fc.flat(test)
-    plot_history(pred_history, [("reconstruction MSE", ["train_reconstruction", "val_reconstruction"]),
-                                ("next-day prediction MSE", ["train_prediction", "val_prediction"])],
-                 figures / "fig3_5_snp500_prediction_losses.png",
-                 f"Prediction model: both losses per epoch ({args.scale} scale)")
-    k = longest[args.tickers[-1]]
-    s = test[k]
-    padded = np.concatenate([np.full(s.first - 1, np.nan), one[k]])
-    plot_forecast(own(s), s.values, padded, multi[k], flat[k], s.start_multi,
-                  figures / f"fig3_6_snp500_multistep_{args.tickers[-1]}.png",
-                  f"{args.tickers[-1]}: one-step and multi-step predictions from "
-                  f"{str(own(s)[s.start_multi])[:10]}", ylabel=f"{field} (USD)")
+    """Numbers on the test series (whatever --tickers), then the figures."""
+    out = forecast_test_split(args, splits["test"], recon_model, pred_model, device)
+    horizon = horizon_errors(splits["test"], out)
+    results = headline_numbers(args, table, splits, counts, out, horizon)
+    results["figure_tickers"] = draw_test_figures(args, table.dates, splits, out, horizon,
+                                                  (recon_model, pred_model), pred_history,
+                                                  device, figures)
+    return results
+
+
+def forecast_test_split(args, test, recon_model, pred_model, device) -> dict:
+    """The model's and the baselines' prices on every test series, one array each."""
+    return {"rebuilt": fc.reconstruct(recon_model, test, args.window, "whole", device),
+            "one": fc.one_step(pred_model, test, args.window, args.scale, device),
+            "multi": fc.multi_step(pred_model, test, args.window, args.scale, device),
+            "persistence": fc.persistence(test), "flat": fc.flat(test)}
+
+
+def horizon_errors(test, out: dict) -> dict:
+    """Mean squared error relative to the last price seen, per step ahead, of the
+    fed-back forecast and of the flat baseline."""
+    truth = [s.values[s.start_multi:] for s in test]
+    seen = [s.values[s.start_multi - 1] for s in test]
+    rel = lambda preds: [(p - t) / v for p, t, v in zip(preds, truth, seen)]  # noqa: E731
+    return {"model (fed back)": fc.mse_by_horizon(rel(out["multi"]), [0 * t for t in truth]),
+            "last value flat": fc.mse_by_horizon(rel(out["flat"]), [0 * t for t in truth])}
+
+
+def headline_numbers(args, table, splits, counts, out: dict, horizon: dict) -> dict:
+    """results.json's numbers, on the test split alone."""
+    test = splits["test"]
     truth_one = [s.values[s.first:] for s in test]
     truth_multi = [s.values[s.start_multi:] for s in test]
-    rel = lambda preds, truths, seen: [(p - t) / v for p, t, v in zip(preds, truths, seen)]  # noqa: E731
     seen_multi = [s.values[s.start_multi - 1] for s in test]
-    horizon = {"model (fed back)": fc.mse_by_horizon(rel(multi, truth_multi, seen_multi),
-                                                     [0 * t for t in truth_multi]),
-               "last value flat": fc.mse_by_horizon(rel(flat, truth_multi, seen_multi),
-                                                    [0 * t for t in truth_multi])}
-    plot_error_by_horizon(horizon, figures / "fig3_7_snp500_error_by_horizon.png",
-                          "Multi-step error against steps ahead (test stocks)",
-                          ylabel="mean squared relative error")
-    one_step = compare(one, persistence, truth_one, [s.values[s.first - 1:-1] for s in test],
+    one_step = compare(out["one"], out["persistence"], truth_one,
+                       [s.values[s.first - 1:-1] for s in test],
                        [np.arange(s.start + s.first, s.start + len(s)) for s in test], horizon=1)
-    multi_step = compare(multi, flat, truth_multi, [np.full(len(t), v) for t, v in
-                                                    zip(truth_multi, seen_multi)],
+    multi_step = compare(out["multi"], out["flat"], truth_multi,
+                         [np.full(len(t), v) for t, v in zip(truth_multi, seen_multi)],
                          [np.arange(s.start + s.start_multi, s.start + len(s)) for s in test],
                          horizon=MULTI_STEP_DM_LAGS)
     multi_step["by_horizon_relative_mse"] = {name: {h: float(v[h - 1]) for h in HORIZONS_REPORTED
                                                     if h <= len(v)} for name, v in horizon.items()}
-    truth_all = np.concatenate([s.values for s in test])
+    truth_all, rebuilt = np.concatenate([s.values for s in test]), np.concatenate(out["rebuilt"])
     return {
         "experiment": "snp500", "split": args.split, "scale": args.scale,
-        "n_days": len(dates), "counts": dict(counts, n_null_rows=table.n_null_rows,
-                                             n_duplicate_rows=table.n_duplicate_rows),
+        "n_days": len(table.dates), "counts": dict(counts, n_null_rows=table.n_null_rows,
+                                                   n_duplicate_rows=table.n_duplicate_rows),
         "n_series": {k: len(v) for k, v in splits.items()},
         "n_windows": {k: sum(len(window_starts(len(s), args.window, args.stride)) for s in v
                              if len(s) >= args.window) for k, v in splits.items()},
-        "test_tickers": list(dict.fromkeys(names)),
-        "reconstruction": {"mse_price": fc.mse(np.concatenate(rebuilt), truth_all),
-                           "rmse_pct": float(100 * np.sqrt(np.mean(
-                               (np.concatenate(rebuilt) / truth_all - 1) ** 2)))},
+        "test_tickers": list(dict.fromkeys(s.ticker for s in test)),
+        "reconstruction": {"mse_price": fc.mse(rebuilt, truth_all),
+                           "rmse_pct": float(100 * np.sqrt(np.mean((rebuilt / truth_all - 1) ** 2)))},
         "one_step": one_step,
         "multi_step": multi_step,
     }
 
 
+# Figure titles: where the drawn series comes from.
+SPLIT_WORDS = {"stock": {"test": "test stock", "val": "validation stock",
+                         "train": "training stock: seen in training"},
+               "time": {"test": "test period", "val": "validation period",
+                        "train": "training period: seen in training"}}
+
+
+def figure_series(splits: dict, ticker: str) -> tuple[str, int, Series]:
+    """(split, index, series): the ticker's longest series in the first of test, val,
+    train that holds it. Outside test the forecasts start at its middle day."""
+    for name in ("test", "val", "train"):
+        found = [k for k, s in enumerate(splits[name]) if s.ticker == ticker]
+        if found:
+            k = max(found, key=lambda k: len(splits[name][k]))
+            s = splits[name][k]
+            if name != "test":
+                s = replace(s, first=1, start_multi=max(len(s) // 2, 1))
+            return name, k, s
+    raise DataError(f"--tickers {ticker}: no series of it in any split")
+
+
+def draw_test_figures(args, dates, splits, out, horizon, models, pred_history, device,
+                      figures) -> list[str]:
+    """fig3_2..fig3_4 (reconstructions), fig3_5 (losses), fig3_6 (multi-step), fig3_7;
+    returns the tickers drawn."""
+    recon_model, pred_model = models
+    own = lambda s: dates[s.start:s.start + len(s)]   # noqa: E731
+    field, words = args.field, SPLIT_WORDS[args.split]
+    names = list(dict.fromkeys(s.ticker for s in splits["test"]))
+    shown = list(args.tickers) + [t for t in names if t not in args.tickers]
+    for number, ticker in zip((2, 3, 4), shown[:3]):
+        name, k, s = figure_series(splits, ticker)
+        rebuilt = (out["rebuilt"][k] if name == "test" else
+                   fc.reconstruct(recon_model, [s], args.window, "whole", device)[0])
+        plot_reconstructions([s.values], [rebuilt], [ticker],
+                             figures / f"fig3_{number}_snp500_reconstruction_{ticker}.png",
+                             f"Daily {field}: original vs reconstruction ({words[name]})",
+                             x=own(s), ylabel=f"{field} (USD)", mse_unit=" USD²")
+    plot_history(pred_history, [("reconstruction MSE", ["train_reconstruction", "val_reconstruction"]),
+                                ("next-day prediction MSE", ["train_prediction", "val_prediction"])],
+                 figures / "fig3_5_snp500_prediction_losses.png",
+                 f"Prediction model: both losses per epoch ({args.scale} scale)")
+    ticker = args.tickers[-1]
+    name, k, s = figure_series(splits, ticker)
+    if name == "test":
+        one, multi, flat = out["one"][k], out["multi"][k], out["flat"][k]
+    else:   # the same forecasts, on this one series
+        one, multi = (f(pred_model, [s], args.window, args.scale, device)[0]
+                      for f in (fc.one_step, fc.multi_step))
+        flat = fc.flat([s])[0]
+    padded = np.concatenate([np.full(s.first - 1, np.nan), one])
+    plot_forecast(own(s), s.values, padded, multi, flat, s.start_multi,
+                  figures / f"fig3_6_snp500_multistep_{ticker}.png",
+                  f"{ticker}: one-step and multi-step predictions from "
+                  f"{str(own(s)[s.start_multi])[:10]} ({words[name]})", ylabel=f"{field} (USD)")
+    plot_error_by_horizon(horizon, figures / "fig3_7_snp500_error_by_horizon.png",
+                          "Multi-step error against steps ahead (test stocks)",
+                          ylabel="mean squared relative error")
+    return list(dict.fromkeys(shown[:3] + [ticker]))
+
+
+VERDICT_WORDS = {"beats": "beats", "ties": "ties with", "loses": "loses to"}
+
+
+def verdict_text(result: dict, baseline: str) -> str:
+    """'the model loses to flat on ... (Diebold-Mariano +2.31, p=0.02, 1234 days)': the
+    verdict of compare(), judged at the 5% level on the squared error relative to the
+    last price seen, averaged over the stocks of each day."""
+    dm = result["diebold_mariano"]
+    return (f"the model {VERDICT_WORDS[result['verdict']]} {baseline} on squared relative error "
+            f"(daily mean over stocks; Diebold-Mariano {dm['statistic']:+.2f}, "
+            f"p={dm['p_value']:.3g}, {dm['n']} days)")
+
+
 def print_summary(results: dict, run_dir: Path, figures: Path) -> None:
     def line(name, r, base):
-        dm = r["diebold_mariano"]
         return (f"{name}: model {r['model']['mse_price']:.2f} vs {base} "
                 f"{r['baseline']['mse_price']:.2f} USD^2 (RMSE {r['model']['rmse_pct']:.3f}% vs "
-                f"{r['baseline']['rmse_pct']:.3f}%): the model {r['verdict'].upper()} {base} "
-                f"(Diebold-Mariano {dm['statistic']:+.2f}, p={dm['p_value']:.3g}, "
-                f"{dm['n']} days)")
+                f"{r['baseline']['rmse_pct']:.3f}%): {verdict_text(r, base)}")
     c = results["counts"]
     print(f"\nchosen config: {results['chosen_config']}; split by {results['split']}, "
           f"{results['scale']} scale\n"

@@ -243,17 +243,36 @@ def run_quick(tmp_path, csv, *extra):
                                 "--run-dir", str(tmp_path / "run"), *extra])
 
 
-def test_quick_run_on_a_ragged_file_and_eval_only(tmp_path, capsys):
+def record_titles(monkeypatch):
+    """{figure file name: title} of the reconstruction and forecast figures a run draws."""
+    titles = {}
+    for name in ("plot_reconstructions", "plot_forecast"):
+        real = getattr(lstm_ae_snp500, name)
+
+        def spy(*args, _real=real, **kwargs):
+            titles[args[-2].name] = args[-1]
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(lstm_ae_snp500, name, spy)
+    return titles
+
+
+def test_quick_run_on_a_ragged_file_and_eval_only(tmp_path, capsys, monkeypatch):
     csv = write_prices_csv(tmp_path / "p.csv", drop={"S00": range(0, 60), "S03": [70, 71],
                                                      "S05": range(0, 150)})
+    titles = record_titles(monkeypatch)
+    # AMZN is a validation stock and GOOGL a training stock of this file's split
     run_quick(tmp_path, csv, "--tickers", "amzn", "GOOGL", "googl")
     for name in ("fig3_1_snp500_daily_high", "fig3_2_snp500_reconstruction_AMZN",
-                 "fig3_3_snp500_reconstruction_GOOGL", "fig3_5_snp500_prediction_losses",
-                 "fig3_6_snp500_multistep_GOOGL", "fig3_7_snp500_error_by_horizon",
-                 "fig3_grid_validation_curves"):
+                 "fig3_3_snp500_reconstruction_GOOGL", "fig3_4_snp500_reconstruction_S03",
+                 "fig3_5_snp500_prediction_losses", "fig3_6_snp500_multistep_GOOGL",
+                 "fig3_7_snp500_error_by_horizon", "fig3_grid_validation_curves"):
         assert is_png(tmp_path / "fig" / f"{name}.png"), name
+    assert titles["fig3_2_snp500_reconstruction_AMZN.png"].endswith("(validation stock)")
+    assert titles["fig3_3_snp500_reconstruction_GOOGL.png"].endswith("(training stock: seen in training)")
+    assert titles["fig3_4_snp500_reconstruction_S03.png"].endswith("(test stock)")
+    assert titles["fig3_6_snp500_multistep_GOOGL.png"].endswith("(training stock: seen in training)")
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["test_tickers"][:2] == ["AMZN", "GOOGL"] and saved["test_tickers"].count("GOOGL") == 1
+    assert saved["test_tickers"] == ["S03", "S08"]
     assert saved["counts"]["n_stocks"] == 11 and saved["counts"]["n_too_short_stocks"] == 1
     for part in ("one_step", "multi_step"):
         dm = saved[part]["diebold_mariano"]
@@ -261,8 +280,33 @@ def test_quick_run_on_a_ragged_file_and_eval_only(tmp_path, capsys):
         assert saved[part]["model"]["mse_price"] > 0 and saved[part]["baseline"]["mse_price"] > 0
     out = capsys.readouterr().out
     assert "Diebold-Mariano" in out and "too short" in out
+    assert "on squared relative error" in out and " TIES " not in out
     again = run_quick(tmp_path, csv, "--eval-only")
     assert again["one_step"]["model"]["mse_price"] == pytest.approx(saved["one_step"]["model"]["mse_price"])
+    # --tickers only picks figures: --eval-only may draw others, the numbers stay
+    other = run_quick(tmp_path, csv, "--eval-only", "--tickers", "S08")
+    assert titles["fig3_6_snp500_multistep_S08.png"].endswith("(test stock)")
+    for part in ("reconstruction", "one_step", "multi_step"):
+        assert other[part] == again[part], part
+
+
+def test_headline_numbers_do_not_depend_on_tickers(tmp_path):
+    csv = write_prices_csv(tmp_path / "p.csv")
+    tiny = ("--hidden-size", "4", "--epochs", "1")
+    first = run_quick(tmp_path / "a", csv, "--tickers", "AMZN", "GOOGL", *tiny)   # not test stocks
+    second = run_quick(tmp_path / "b", csv, "--tickers", "S07", "S00", *tiny)     # test stocks
+    assert first["test_tickers"] == second["test_tickers"] == ["S00", "S03", "S07"]
+    for part in ("reconstruction", "one_step", "multi_step", "n_series", "n_windows"):
+        assert first[part] == second[part], part
+
+
+@pytest.mark.parametrize("verdict, words", [("beats", "beats"), ("ties", "ties with"),
+                                            ("loses", "loses to")])
+def test_summary_verdict_reads_as_english_and_names_the_error(verdict, words):
+    result = {"verdict": verdict, "diebold_mariano": {"statistic": 2.314, "p_value": 0.0213, "n": 1234}}
+    assert lstm_ae_snp500.verdict_text(result, "flat") == (
+        f"the model {words} flat on squared relative error (daily mean over stocks; "
+        "Diebold-Mariano +2.31, p=0.0213, 1234 days)")
 
 
 def test_quick_time_split(tmp_path):

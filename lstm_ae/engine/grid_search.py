@@ -23,6 +23,7 @@ import io
 import itertools
 import json
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,6 +136,9 @@ _worker_data: dict = {}
 
 
 def _init_worker(splits: dict, threads: int) -> None:
+    """A worker process: SIGINT ignored (Ctrl-C reaches the whole process group; the
+    parent alone handles it and stops the pool), one thread, the data as tensors."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_runtime(threads)
     _worker_data["tensors"] = to_device(splits, torch.device("cpu"))
 
@@ -153,6 +157,108 @@ def _train_point(point: GridPoint, tensors: Optional[dict], device: str, label: 
             "val_curve": [h["val_loss"] for h in result.history]}
 
 
+class _Rows:
+    """The rows known so far, in grid order, rewritten to the CSV (by rank 0 alone:
+    ``csv_path`` None elsewhere) whenever one more point finishes."""
+
+    def __init__(self, points: list[GridPoint], data_tag: str, csv_path: Optional[Path],
+                 log: Callable[[str], None]):
+        self.points, self.keys = points, [p.key(data_tag) for p in points]
+        self.csv_path, self.log = csv_path, log
+        self.by_key: dict[str, dict] = {}
+
+    def write(self) -> None:
+        if self.csv_path is not None:
+            _write_csv(self.csv_path, [self.by_key[k] for k in self.keys if k in self.by_key])
+
+    def finished(self, number: int, point: GridPoint, key: str, outcome: dict) -> None:
+        self.by_key[key] = {"key": key, "label": point.label, **point.params, **outcome}
+        self.write()
+        self.log(f"grid {number}/{len(self.points)} {point.label}: best val "
+                 f"{outcome['best_val_loss']:.5f} at epoch {outcome['best_epoch']} "
+                 f"({outcome['seconds']:.0f}s)")
+
+    def in_grid_order(self) -> list[dict]:
+        return [self.by_key[k] for k in self.keys]
+
+
+def _resumed(rows: _Rows, done: dict, csv_name: str) -> list[tuple[int, GridPoint, str]]:
+    """Take the points already in the CSV (``done``: its rows by key) into ``rows``;
+    return the others as (number, point, key) to train."""
+    todo = []
+    for number, (point, key) in enumerate(zip(rows.points, rows.keys), 1):
+        if key in done:
+            rows.by_key[key] = {**done[key], **point.params, "key": key, "label": point.label}
+            rows.log(f"grid {number}/{len(rows.points)} {point.label}: already in {csv_name}, "
+                     f"best val {done[key]['best_val_loss']:.5f}")
+        else:
+            todo.append((number, point, key))
+    return todo
+
+
+def _train_here(todo: list, rows: _Rows, tensors: dict, device: torch.device, quiet: bool,
+                augment: Optional[Augment]) -> None:
+    for number, point, key in todo:
+        outcome = _train_point(point, tensors, str(device), f"[{point.label}] ", quiet, augment)
+        rows.finished(number, point, key, outcome)
+
+
+def _train_over_ranks(todo: list, rows: _Rows, tensors: dict, device: torch.device, quiet: bool,
+                      augment: Optional[Augment]) -> None:
+    """Data parallel: rounds of one point per rank, the finished rows gathered after each."""
+    ranks, me = distributed.world_size(), distributed.rank()
+    for start in range(0, len(todo), ranks):
+        mine = todo[start + me] if start + me < len(todo) else None
+        outcome = None
+        if mine is not None:
+            number, point, key = mine
+            with distributed.local():
+                outcome = _train_point(point, tensors, str(device), f"[{point.label}] ",
+                                       quiet, augment)
+        for gathered in distributed.all_gather_object(
+                None if mine is None else (mine[0], mine[2], outcome)):
+            if gathered is not None:
+                number, key, outcome = gathered
+                rows.finished(number, rows.points[number - 1], key, outcome)
+
+
+def _worker_pool(splits: dict, workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned one-thread processes that ignore SIGINT (_init_worker)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(splits, 1))
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the points not started and end the workers now: terminated, then killed
+    if they linger, and reaped, so that no process outlives the search."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _train_in_workers(todo: list, rows: _Rows, splits: dict, workers: int, quiet: bool,
+                      augment: Optional[Augment]) -> None:
+    """Points in parallel worker processes, each row recorded as its point finishes. On
+    any exception or interrupt here the pool is stopped before it propagates."""
+    pool = _worker_pool(splits, min(workers, len(todo)))
+    try:
+        futures = {pool.submit(_train_point, point, None, "cpu", f"[{point.label}] ", quiet,
+                               augment): (number, point, key) for number, point, key in todo}
+        for future in as_completed(futures):
+            rows.finished(*futures[future], future.result())
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
 def grid_search(points: list[GridPoint], splits: dict, tensors: dict, device: torch.device,
                 csv_path: Path, data_tag: str = "", resume: bool = False, workers: int = 1,
                 quiet: bool = False, log: Callable[[str], None] = print,
@@ -165,62 +271,18 @@ def grid_search(points: list[GridPoint], splits: dict, tensors: dict, device: to
     """
     csv_path = Path(csv_path)
     main = distributed.is_main()
-    log = log if main else (lambda line: None)
+    rows = _Rows(points, data_tag, csv_path if main else None, log if main else (lambda line: None))
     done = distributed.broadcast_from_main(
         lambda: {row["key"]: row for row in read_grid_csv(csv_path)} if resume else {})
-    rows_by_key: dict[str, dict] = {}
-    todo = []
-    for number, point in enumerate(points, 1):
-        key = point.key(data_tag)
-        if key in done:
-            rows_by_key[key] = {**done[key], **point.params, "key": key, "label": point.label}
-            log(f"grid {number}/{len(points)} {point.label}: already in {csv_path.name}, "
-                f"best val {done[key]['best_val_loss']:.5f}")
-        else:
-            todo.append((number, point, key))
-
-    def finished(number: int, point: GridPoint, key: str, outcome: dict) -> None:
-        rows_by_key[key] = {"key": key, "label": point.label, **point.params, **outcome}
-        ordered = [rows_by_key[p.key(data_tag)] for p in points if p.key(data_tag) in rows_by_key]
-        if main:
-            _write_csv(csv_path, ordered)
-        log(f"grid {number}/{len(points)} {point.label}: best val {outcome['best_val_loss']:.5f} "
-            f"at epoch {outcome['best_epoch']} ({outcome['seconds']:.0f}s)")
-
-    # Start the CSV with what is already known: nothing, or the rows resumed.
-    if main:
-        _write_csv(csv_path, [rows_by_key[p.key(data_tag)] for p in points
-                              if p.key(data_tag) in rows_by_key])
-    parallel = workers > 1 and device.type == "cpu" and len(todo) > 1
+    todo = _resumed(rows, done, csv_path.name)
+    rows.write()     # start the CSV with what is already known: nothing, or the rows resumed
     if distributed.data_parallel():
-        ranks, me = distributed.world_size(), distributed.rank()
-        for start in range(0, len(todo), ranks):
-            mine = todo[start + me] if start + me < len(todo) else None
-            outcome = None
-            if mine is not None:
-                number, point, key = mine
-                with distributed.local():
-                    outcome = _train_point(point, tensors, str(device), f"[{point.label}] ",
-                                           quiet or not main, augment)
-            for gathered in distributed.all_gather_object(
-                    None if mine is None else (mine[0], mine[2], outcome)):
-                if gathered is not None:
-                    number, key, outcome = gathered
-                    finished(number, points[number - 1], key, outcome)
-    elif parallel:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
-                                 initializer=_init_worker, initargs=(splits, 1)) as pool:
-            futures = {pool.submit(_train_point, point, None, "cpu",
-                                   f"[{point.label}] ", quiet, augment): (number, point, key)
-                       for number, point, key in todo}
-            for future in as_completed(futures):
-                finished(*futures[future], future.result())
+        _train_over_ranks(todo, rows, tensors, device, quiet or not main, augment)
+    elif workers > 1 and device.type == "cpu" and len(todo) > 1:
+        _train_in_workers(todo, rows, splits, workers, quiet, augment)
     else:
-        for number, point, key in todo:
-            outcome = _train_point(point, tensors, str(device), f"[{point.label}] ", quiet, augment)
-            finished(number, point, key, outcome)
-    return [rows_by_key[p.key(data_tag)] for p in points]
+        _train_here(todo, rows, tensors, device, quiet, augment)
+    return rows.in_grid_order()
 
 
 def best_row(rows: list[dict]) -> dict:

@@ -251,9 +251,10 @@ def figure_lines(name: str, results: dict, figures_dir: Path, page_dir: Path,
     for figure in FIGURES.get(name, ()):
         label = f"Fig {figure.number}" if figure.number else "Not in the report"
         found = sorted(Path(figures_dir).glob(figure.pattern))
-        if "*" in figure.pattern and results.get("test_tickers"):
-            # per-ticker figures: only this run's test stocks, not an earlier run's files
-            found = [p for p in found if p.stem.rsplit("_", 1)[-1] in results["test_tickers"]]
+        drawn = results.get("figure_tickers") or results.get("test_tickers")
+        if "*" in figure.pattern and drawn:
+            # per-ticker figures: only the stocks this run drew, not an earlier run's files
+            found = [p for p in found if p.stem.rsplit("_", 1)[-1] in drawn]
         if figure.needs_grid and not searched_grid:
             found = []
         if not found:
