@@ -151,6 +151,10 @@ def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("results: ") == 1          # rank 0 alone prints the summary
     two = check_one_results_file(tmp_path / "two")
+    layout = two["provenance"]["layout"]      # recorded by every script, under either launcher
+    assert (layout["processes"], layout["threads_per_process"]) == (2, 1)
+    assert layout["launcher"] == ("--procs" if how == "procs" else "torchrun")
+    assert done.stdout.count("layout: cpu, 2 processes x 1 thread, ") == 1
     for a, b in zip(one, numbers(two)):
         assert b == pytest.approx(a, rel=0.02)
     if name == "toy":  # the grid's two points went to the two ranks; rank 0 wrote the CSV

@@ -5,6 +5,7 @@ checkpoint, or load a checkpoint for --eval-only."""
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from models import LSTMAutoencoder, resolve_device
 from lstm_ae.engine.training import Augment, FitResult, TrainConfig, fit
 from lstm_ae.engine.checkpoints import load_checkpoint, model_from_checkpoint
 from lstm_ae.engine.runtime import resolve_precision, set_seed, setup_runtime
+from lstm_ae.reporting.provenance import note_layout
 
 # Always named in legends, as in the report; other axes only when they vary.
 ALWAYS_LABELLED = ("hidden_size", "lr", "batch_size", "clip")
@@ -70,7 +72,30 @@ def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
         for folder in (ctx.figures, ctx.run_dir):
             remove_stale_temp_files(folder)
         print(settings_lines(args), flush=True)
+        record = layout_record(args, ctx)
+        note_layout(record)
+        print(layout_line(record), flush=True)
     return ctx
+
+
+def layout_record(args: argparse.Namespace, ctx: RunContext) -> dict:
+    """Where and how the run trains, and whether each choice was given or automatic."""
+    launcher = ("torchrun" if "TORCHELASTIC_RUN_ID" in os.environ
+                else "--procs" if ctx.layout.distributed else "one process")
+    return {"device": str(ctx.device), "processes": ctx.layout.world_size,
+            "threads_per_process": torch.get_num_threads(), "precision": ctx.precision,
+            "launcher": launcher,
+            "processes_chosen_by": "torchrun" if launcher == "torchrun" else (
+                "auto rule" if str(args.procs) == "auto" else "given"),
+            "precision_chosen_by": "auto rule" if args.precision == "auto" else "given"}
+
+
+def layout_line(record: dict) -> str:
+    """'layout: cpu, 2 processes x 1 thread, fp32 (processes: given; precision: given)'."""
+    n, k = record["processes"], record["threads_per_process"]
+    return (f"layout: {record['device']}, {n} process{'es' if n > 1 else ''} x {k} "
+            f"thread{'s' if k > 1 else ''}, {record['precision']} (processes: "
+            f"{record['processes_chosen_by']}; precision: {record['precision_chosen_by']})")
 
 
 def base_config(args: argparse.Namespace, precision: str, **fields) -> TrainConfig:

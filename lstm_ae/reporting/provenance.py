@@ -38,6 +38,12 @@ def note_command(prog: str, argv: Optional[Sequence[str]]) -> None:
                     started=time.monotonic())
 
 
+def note_layout(layout: dict) -> None:
+    """Remember the process layout the run trains in (device, processes, threads,
+    precision, how each was chosen), for every results.json it writes."""
+    _command["layout"] = dict(layout)
+
+
 def code_files(root: Path = REPO_ROOT) -> list[Path]:
     """The files whose bytes decide what a run computes: the top-level scripts and
     models.py, and every module of the lstm_ae package, except NOT_CODE."""
@@ -94,4 +100,5 @@ def run_provenance() -> dict:
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_clock_s": round(time.monotonic() - _command["started"], 1),
+        "layout": _command.get("layout"),
     }
