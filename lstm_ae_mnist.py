@@ -11,9 +11,9 @@ trained for longer, and the official 10,000 test images give the final numbers.
     python lstm_ae_mnist.py --input pixel     # pixel by pixel, the one-hour recipe (README)
     python lstm_ae_mnist.py --quick           # smoke run on a slice of the data
 
-Figures (--figures-dir): fig2_1_mnist_<input>_grid.png (validation curves of the
-grid), fig2_2_mnist_<input>_reconstructions.png, and the loss and accuracy curves
-fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
+Figures (--figures-dir, default RUN_DIR/figures/): fig2_1_mnist_<input>_grid.png
+(validation curves of the grid), fig2_2_mnist_<input>_reconstructions.png, and the
+loss and accuracy curves fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
 Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json (with the
 baselines of baselines.py beside the test numbers), final.pt. Defaults that depend
 on --input are in INPUT_DEFAULTS; flags given explicitly win.
@@ -36,7 +36,7 @@ from lstm_ae.cli.flags import (REPO_ROOT, add_common_flags, args_as_dict, non_ne
 from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                                     search_then_train)
 from lstm_ae.errors import UserError
-from lstm_ae.files import write_json
+from lstm_ae.cli.experiment import write_results
 from lstm_ae.datasets.mnist import acquire_mnist, load_mnist, mnist_splits, random_shift
 from models import CLASSIFIER_INPUTS, INITS
 from lstm_ae.engine.grid_search import grid_summary
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
     }
     results["provenance"] = run_provenance()  # command, code, machine, date
-    write_json(run_dir / "results.json", results)
+    write_results(ctx, args, results)  # --eval-only: added to the training record
     accuracy = "n/a" if test.get("accuracy") is None else f"{100 * test['accuracy']:.2f}%"
     print(f"\nchosen config: {chosen}\ntest accuracy: {accuracy}   test reconstruction MSE: "
           f"{test['reconstruction']:.5f}   ({results['seconds_per_epoch']:.1f} s/epoch, "

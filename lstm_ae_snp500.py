@@ -24,9 +24,10 @@ flat" (multi-step).
     python lstm_ae_snp500.py --data ../shared/data/sp500/sp500_stock_prices_2016-2021.csv.gz
     python lstm_ae_snp500.py --quick --data FILE     # smoke run
 
-Figures: fig3_1_snp500_daily_high.png, fig3_2..fig3_4_snp500_reconstruction_<TICKER>.png,
-fig3_5_snp500_prediction_losses.png, fig3_6_snp500_multistep_<TICKER>.png, plus
-fig3_grid_validation_curves.png and fig3_7_snp500_error_by_horizon.png.
+Figures (--figures-dir, default RUN_DIR/figures/): fig3_1_snp500_daily_high.png,
+fig3_2..fig3_4_snp500_reconstruction_<TICKER>.png, fig3_5_snp500_prediction_losses.png,
+fig3_6_snp500_multistep_<TICKER>.png, plus fig3_grid_validation_curves.png and
+fig3_7_snp500_error_by_horizon.png.
 Results (--run-dir, default runs/snp500/): grid.csv, results.json,
 final.pt (reconstruction) and final_prediction.pt (prediction); --eval-only
 --checkpoint PATH takes the reconstruction checkpoint and finds PATH_prediction.pt beside it.
@@ -50,7 +51,7 @@ from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluatio
                                     search_then_train)
 from lstm_ae.evaluation.diebold_mariano import compare
 from lstm_ae.errors import DataError, UserError
-from lstm_ae.files import write_json
+from lstm_ae.cli.experiment import write_results
 from lstm_ae.reporting.provenance import run_provenance
 from lstm_ae.reporting.figures import (plot_curves, plot_error_by_horizon, plot_forecast,
                                        plot_history, plot_reconstructions, plot_series)
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
                        device, figures)
     results["chosen_config"] = chosen
     results["provenance"] = run_provenance()  # command, code, machine, date
-    write_json(run_dir / "results.json", results)
+    write_results(ctx, args, results)  # --eval-only: added to the training record
     print_summary(results, run_dir, figures)
     return results
 

@@ -9,9 +9,10 @@ against two baselines that need no model.
     python lstm_ae_toy.py             # default grid + final training (~15 min, 2 cores)
     python lstm_ae_toy.py --quick     # everything end to end in under a minute
 
-Figures (--figures-dir): fig1_1_toy_examples.png, fig1_2_toy_reconstruction_a.png,
-fig1_3_toy_reconstruction_b.png, fig1_grid_validation_curves.png.
-Results (--run-dir): grid.csv, results.json, final.pt (the checkpoint).
+Figures (--figures-dir, default RUN_DIR/figures/): fig1_1_toy_examples.png,
+fig1_2_toy_reconstruction_a.png, fig1_3_toy_reconstruction_b.png,
+fig1_grid_validation_curves.png. Results (--run-dir, default runs/toy/): grid.csv,
+results.json, final.pt (the checkpoint).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from lstm_ae.cli.flags import add_common_flags, args_as_dict, positive_int, run_main
 from lstm_ae.errors import UserError
-from lstm_ae.files import write_json
+from lstm_ae.cli.experiment import write_results
 from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation, prepare_run,
                                     search_then_train)
 from lstm_ae.engine.grid_search import grid_summary
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(device), "precision": precision,
     }
     results["provenance"] = run_provenance()  # command, code, machine, date
-    write_json(run_dir / "results.json", results)
+    write_results(ctx, args, results)  # --eval-only: added to the training record
     print(f"\nchosen config: {chosen}\ntest MSE: {results['test_mse']:.5f}   baselines: "
           f"per-step train mean {baselines['per_step_train_mean']:.5f}, "
           f"sequence's own mean {baselines['sequence_own_mean']:.5f}\n"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from lstm_ae.cli import run_folder
 from lstm_ae.engine import distributed
 from lstm_ae.errors import UserError, one_line
 from lstm_ae.files import REPO_ROOT
@@ -120,6 +121,7 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick:
                        help="skip grid points already in the grid CSV and continue the final "
                             "training from its checkpoint; a run of other data is refused "
                             "(default: start afresh)")
+    run_folder.add_overwrite_flag(train)
     run = parser.add_argument_group("device and outputs")
     run.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                      help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")
@@ -138,20 +140,21 @@ def add_common_flags(parser: argparse.ArgumentParser, *, experiment: str, quick:
                      help="grid points trained in parallel on the CPU, one thread each "
                           f"(default: {workers})")
     run.add_argument("--figures-dir", type=Path, default=None,
-                     help="where figures go (default: figures/ in the repository; with "
-                          f"--quick, runs/quick/{experiment}/figures/, ignored by git)")
+                     help="where figures go; --figures-dir figures writes the committed "
+                          "reference figures (default: RUN_DIR/figures/)")
     run.add_argument("--run-dir", type=Path, default=None,
-                     help="where the grid CSV, results JSON and checkpoint go "
-                          f"(default: runs/{experiment}/ in the repository; with --quick, "
-                          f"runs/quick/{experiment}/)")
+                     help="the run folder, one run at a time: grid CSV, results JSON, checkpoints "
+                          f"(default: runs/{experiment}/; with --quick, runs/quick/{experiment}/; "
+                          "with --eval-only --checkpoint PATH, PATH's folder)")
     run.add_argument("--eval-only", action="store_true",
-                     help="evaluate --checkpoint on the test split and redraw its figures")
+                     help="evaluate --checkpoint on the test split and redraw its figures, "
+                          "adding an \"evaluation\" record to RUN_DIR/results.json (default: off)")
     run.add_argument("--checkpoint", type=Path, default=None,
                      help="checkpoint for --eval-only (default: RUN_DIR/final.pt)")
     run.add_argument("--quick", action="store_true",
                      help=f"smoke run, end to end: {quick}; its figures and results go to "
                           f"runs/quick/{experiment}/ unless --figures-dir or --run-dir say "
-                          "otherwise, never over the reference figures (default: off)")
+                          "otherwise (default: off)")
     run.add_argument("--quiet", action="store_true",
                      help="print no per-epoch lines, only the summary (default: off)")
 
@@ -229,7 +232,7 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
                 setattr(args, name, value)
     try:
         check_flag_pairs(args)
-        return distributed.run(body, args)
+        return distributed.run(run_folder.guarded(body, parser.prog), args)  # lock released at its end
     except UserError as error:
         if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line
             _fail(parser, str(error))

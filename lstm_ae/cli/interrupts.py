@@ -45,8 +45,9 @@ def progress_text(run_dir: Optional[Path], checkpoints: Sequence[str] = ("final.
 
 
 def resume_command(prog: str, argv: Sequence[str]) -> str:
-    """The command as it was typed, with --resume added once."""
-    args = list(argv) + ([] if "--resume" in argv else ["--resume"])
+    """The command as it was typed, with --resume added once (and --overwrite,
+    which would start afresh and is refused with --resume, left out)."""
+    args = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
     return shlex.join(["python", prog, *args])
 
 
