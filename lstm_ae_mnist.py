@@ -11,9 +11,9 @@ trained for longer, and the official 10,000 test images give the final numbers.
     python lstm_ae_mnist.py --input pixel     # pixel by pixel, the one-hour recipe (README)
     python lstm_ae_mnist.py --quick           # smoke run on a slice of the data
 
-Figures (--figures-dir): fig2_1_mnist_<input>_grid.png (validation curves of the
-grid), fig2_2_mnist_<input>_reconstructions.png, and the loss and accuracy curves
-fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
+Figures (--figures-dir, default RUN_DIR/figures/): fig2_1_mnist_<input>_grid.png
+(validation curves of the grid), fig2_2_mnist_<input>_reconstructions.png, and the
+loss and accuracy curves fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
 Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json (with the
 baselines of baselines.py beside the test numbers), final.pt. Defaults that depend
 on --input are in INPUT_DEFAULTS; flags given explicitly win.
@@ -120,7 +120,7 @@ from functools import partial  # noqa: E402
 import torch  # noqa: E402
 
 from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation,  # noqa: E402
-                                    prepare_run, search_then_train)
+                                    prepare_run, search_then_train, write_results)
 from lstm_ae.cli.flags import args_as_dict  # noqa: E402
 from lstm_ae.cli.main import run_main  # noqa: E402
 from lstm_ae.datasets.augmentation import random_shift  # noqa: E402
@@ -129,7 +129,6 @@ from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
 from lstm_ae.engine.training import TrainConfig, evaluate, predict, to_device  # noqa: E402
 from lstm_ae.errors import UserError  # noqa: E402
 from lstm_ae.evaluation.baselines import mnist_baselines  # noqa: E402
-from lstm_ae.files import write_json  # noqa: E402
 from lstm_ae.reporting.figures import plot_curves, plot_digits, plot_history  # noqa: E402
 from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
 
@@ -184,7 +183,7 @@ def run(args: argparse.Namespace) -> dict:
     baselines["model_beats_pca"] = bool(test["reconstruction"] < baselines["pca_mse"])
     results = results_record(args, model, test, history, chosen, grid_rows, baselines, ctx)
     results["n_test"] = len(splits["test"]["x"])
-    write_json(ctx.run_dir / "results.json", results)
+    write_results(ctx, args, results)  # --eval-only: added to the training record
     accuracy = "n/a" if test.get("accuracy") is None else f"{100 * test['accuracy']:.2f}%"
     print(f"\nchosen config: {chosen}\ntest accuracy: {accuracy}   test reconstruction MSE: "
           f"{test['reconstruction']:.5f}   ({results['seconds_per_epoch']:.1f} s/epoch, "

@@ -25,9 +25,10 @@ the stocks of each day (lstm_ae/evaluation/diebold_mariano.py).
     python lstm_ae_snp500.py --data FILE             # the daily-prices CSV (docs/data.md)
     python lstm_ae_snp500.py --quick --data FILE     # smoke run
 
-Figures: fig3_1_snp500_daily_high.png, fig3_2..fig3_4_snp500_reconstruction_<TICKER>.png,
-fig3_5_snp500_prediction_losses.png, fig3_6_snp500_multistep_<TICKER>.png, plus
-fig3_grid_validation_curves.png and fig3_7_snp500_error_by_horizon.png.
+Figures (--figures-dir, default RUN_DIR/figures/): fig3_1_snp500_daily_high.png,
+fig3_2..fig3_4_snp500_reconstruction_<TICKER>.png, fig3_5_snp500_prediction_losses.png,
+fig3_6_snp500_multistep_<TICKER>.png, plus fig3_grid_validation_curves.png and
+fig3_7_snp500_error_by_horizon.png.
 Results (--run-dir, default runs/snp500/): grid.csv, results.json,
 final.pt (reconstruction) and final_prediction.pt (prediction); --eval-only
 --checkpoint PATH takes the reconstruction checkpoint and finds PATH_prediction.pt beside it.
@@ -127,7 +128,7 @@ from dataclasses import replace  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation,  # noqa: E402
-                                    prepare_run, search_then_train)
+                                    prepare_run, search_then_train, write_results)
 from lstm_ae.cli.flags import args_as_dict  # noqa: E402
 from lstm_ae.cli.main import run_main  # noqa: E402
 from lstm_ae.datasets.price_windows import (Series, choose_tickers, model_windows,  # noqa: E402
@@ -137,7 +138,6 @@ from lstm_ae.engine.training import to_device  # noqa: E402
 from lstm_ae.errors import DataError, UserError  # noqa: E402
 from lstm_ae.evaluation import forecasting as fc  # noqa: E402
 from lstm_ae.evaluation.diebold_mariano import compare  # noqa: E402
-from lstm_ae.files import write_json  # noqa: E402
 from lstm_ae.reporting.figures import (plot_curves, plot_error_by_horizon,  # noqa: E402
                                        plot_forecast, plot_history, plot_reconstructions,
                                        plot_series)
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> dict:
                        device, figures)
     results["chosen_config"] = chosen
     results["provenance"] = run_provenance()  # command, code, machine, date
-    write_json(run_dir / "results.json", results)
+    write_results(ctx, args, results)  # --eval-only: added to the training record
     print_summary(results, run_dir, figures)
     return results
 

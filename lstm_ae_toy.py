@@ -9,9 +9,10 @@ against two baselines that need no model.
     python lstm_ae_toy.py             # default grid + final training (~15 min, 2 cores)
     python lstm_ae_toy.py --quick     # everything end to end in under a minute
 
-Figures (--figures-dir): fig1_1_toy_examples.png, fig1_2_toy_reconstruction_a.png,
-fig1_3_toy_reconstruction_b.png, fig1_grid_validation_curves.png.
-Results (--run-dir): grid.csv, results.json, final.pt (the checkpoint).
+Figures (--figures-dir, default RUN_DIR/figures/): fig1_1_toy_examples.png,
+fig1_2_toy_reconstruction_a.png, fig1_3_toy_reconstruction_b.png,
+fig1_grid_validation_curves.png. Results (--run-dir, default runs/toy/): grid.csv,
+results.json, final.pt (the checkpoint).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ import hashlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation,  # noqa: E402
-                                    prepare_run, search_then_train)
+                                    prepare_run, search_then_train, write_results)
 from lstm_ae.cli.flags import args_as_dict  # noqa: E402
 from lstm_ae.cli.main import run_main  # noqa: E402
 from lstm_ae.datasets.splits import split_indices  # noqa: E402
@@ -65,7 +66,6 @@ from lstm_ae.datasets.synthetic import baseline_mse, generate_toy_sequences  # n
 from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
 from lstm_ae.engine.training import TrainConfig, evaluate, predict, to_device  # noqa: E402
 from lstm_ae.errors import UserError  # noqa: E402
-from lstm_ae.files import write_json  # noqa: E402
 from lstm_ae.reporting.figures import plot_curves, plot_reconstructions, plot_series  # noqa: E402
 from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(ctx.device), "precision": ctx.precision,
     }
     results["provenance"] = run_provenance()  # command, code, machine, date
-    write_json(ctx.run_dir / "results.json", results)
+    write_results(ctx, args, results)  # --eval-only: added to the training record
     print(f"\nchosen config: {chosen}\ntest MSE: {results['test_mse']:.5f}   baselines: "
           f"per-step train mean {baselines['per_step_train_mean']:.5f}, "
           f"sequence's own mean {baselines['sequence_own_mean']:.5f}\n"

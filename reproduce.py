@@ -14,7 +14,11 @@ started but did not finish continues with the script's ``--resume``.
 ``--quick`` runs each script's ``--quick`` on small stand-in data (synthetic
 digits and prices) unless LSTM_AE_MNIST_DIR / --data give the real data; it
 writes under --out (default runs/quick/, ignored by git), never to figures/ or
-RESULTS.md.
+RESULTS.md: each part in OUT/<part>/ with its figures in OUT/<part>/figures/ (the
+layout of the scripts' own --quick) and the page in OUT/RESULTS.md. Without
+--quick and --out, the parts run in runs/<part>/ and only they write the committed
+figures/ (--figures-dir figures) and RESULTS.md. A part folder holding a run that
+reproduce.py did not start is refused (--force replaces it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from lstm_ae.cli.run_folder import held_run
 from lstm_ae.errors import UserError, one_line
 from lstm_ae.files import REPO_ROOT, ensure_writable_dir, write_json
 from lstm_ae.reporting.results_page import PageEntry, write_page
@@ -39,7 +44,7 @@ from lstm_ae.datasets.standins import write_mnist, write_prices_csv
 
 @dataclass(frozen=True)
 class Part:
-    name: str            # also the folder under runs/ (the script's default --run-dir)
+    name: str            # also its folder: runs/<name>/, the script's default --run-dir
     title: str
     script: str
     args: tuple          # the documented command's flags (README)
@@ -79,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="each script's --quick on stand-in data, into --out (default: off)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder of RESULTS.md, figures/ and runs/<part>/ (default: the "
-                             "repository; with --quick runs/quick/, ignored by git)")
+                        help="folder of RESULTS.md and of each part's run folder OUT/<part>/, "
+                             "figures in OUT/<part>/figures/ (default: the repository, with "
+                             "runs/<part>/ and the committed figures/; with --quick runs/quick/, "
+                             "the scripts' --quick folders, ignored by git)")
     parser.add_argument("--force", action="store_true",
                         help="rerun parts whose results are current (default: skip them)")
     parser.add_argument("--page-only", action="store_true",
@@ -111,15 +118,17 @@ def documented(part: Part, quick: bool) -> str:
 # Data: found, asked for, or (--quick) a stand-in
 # ----------------------------------------------------------------------------
 
-def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
-    """The data flags per data kind; one clear line when data the parts need are missing."""
+def data_args(parts: list[Part], args: argparse.Namespace, out: Path,
+              write: bool = True) -> dict[str, list[str]]:
+    """The data flags per data kind; one clear line when data the parts need are missing.
+    The --quick stand-ins are written where missing, unless ``write`` is False."""
     kinds = {part.data for part in parts}
     found: dict[str, list[str]] = {"": []}
     if "mnist" in kinds:
         found["mnist"] = []                 # the script fetches MNIST or reads LSTM_AE_MNIST_DIR
         if args.quick and not os.environ.get("LSTM_AE_MNIST_DIR"):
             folder = out / "data" / "mnist"
-            if not folder.is_dir():
+            if write and not folder.is_dir():
                 write_mnist(folder, n_train=1000, n_test=200)
             found["mnist"] = ["--data-dir", shown(folder), "--no-download"]
     if "sp500" in kinds:
@@ -128,6 +137,8 @@ def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[st
         if data is None and args.quick:
             data = out / "data" / "prices.csv"
             if not data.is_file():
+                if not write:
+                    return dict(found, sp500=["--data", shown(data)])   # to be written
                 write_prices_csv(data, n_stocks=14, n_days=220)
         elif data is None and (REPO_ROOT / "data" / KAGGLE_FILE).exists():
             data = REPO_ROOT / "data" / KAGGLE_FILE
@@ -146,10 +157,26 @@ def data_args(parts: list[Part], args: argparse.Namespace, out: Path) -> dict[st
 # Running the parts
 # ----------------------------------------------------------------------------
 
+def part_dirs(part: Part, out: Path) -> tuple[Path, Path]:
+    """(run folder, figures folder) of a part. In the repository: runs/<part>/ and the
+    committed figures/. Under any other --out: OUT/<part>/ and OUT/<part>/figures/,
+    the scripts' own layout (with the default --out of --quick, runs/quick/<part>/,
+    the scripts' --quick folders)."""
+    if Path(out).resolve() == REPO_ROOT:
+        return REPO_ROOT / "runs" / part.name, REPO_ROOT / "figures"
+    return Path(out) / part.name, Path(out) / part.name / "figures"
+
+
 def part_argv(part: Part, args: argparse.Namespace, out: Path, data: dict) -> list[str]:
+    """The part's command: --run-dir and --figures-dir only where ``part_dirs``
+    differ from the script's defaults (runs/[quick/]<part>/, RUN_DIR/figures/)."""
     argv = [*(part.quick_args if args.quick else part.args), *data[part.data]]
-    if out.resolve() != REPO_ROOT:
-        argv += ["--run-dir", shown(out / "runs" / part.name), "--figures-dir", shown(out / "figures")]
+    run_dir, figures = part_dirs(part, out)
+    default = REPO_ROOT / "runs" / ("quick" if args.quick else "") / part.name
+    if run_dir.resolve() != default.resolve():
+        argv += ["--run-dir", shown(run_dir)]
+    if figures.resolve() != (run_dir / "figures").resolve():
+        argv += ["--figures-dir", shown(figures)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return argv + (["--quiet"] if args.quiet else [])
@@ -171,6 +198,28 @@ def part_state(run_dir: Path, argv: list[str], version: str) -> str:
     return "started" if same(_read_json(run_dir / "reproduce.json")) else "new"
 
 
+def plan_parts(parts: list[Part], args: argparse.Namespace, out: Path, data: dict,
+               version: str) -> dict[str, tuple[list[str], str]]:
+    """{part: (argv, state)}, refusing before anything runs to replace a run that
+    reproduce.py did not start. A part begun and not finished continues (--resume);
+    a part to run again where a run of reproduce.py is starts afresh (--overwrite)."""
+    planned = {}
+    for part in parts:
+        run_dir = part_dirs(part, out)[0]
+        argv = part_argv(part, args, out, data)
+        state = "new" if args.force else part_state(run_dir, argv, version)
+        held = held_run(run_dir) if state == "new" else None
+        if held and not args.force and not (run_dir / "reproduce.json").is_file():
+            raise UserError(f"{shown(run_dir)} holds a run reproduce.py did not start ({held}); "
+                            "move it away, pass --force to replace it, or give --out another folder")
+        if held:
+            argv.append("--overwrite")
+        elif state == "started":
+            argv.append("--resume")
+        planned[part.name] = (argv, state)
+    return planned
+
+
 def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
@@ -185,33 +234,30 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_dir(out, "--out")
     parts = [part for part in PARTS if part.name in args.parts]
     entries = [PageEntry(p.name, p.title, documented(p, args.quick),
-                         out / "runs" / p.name / "results.json", out / "figures") for p in PARTS]
+                         part_dirs(p, out)[0] / "results.json", part_dirs(p, out)[1]) for p in PARTS]
     page = out / "RESULTS.md"
     note = QUICK_NOTE if args.quick else ""
     if args.page_only:
         if not any(entry.results_path.is_file() for entry in entries):
-            raise UserError(f"--page-only found no results.json under {out / 'runs'} (runs/ is not "
+            raise UserError(f"--page-only found no results.json in {out}'s part folders (runs/ is not "
                             "in git), so it would turn every part into 'Not run': run the parts "
                             "first, or give --out the folder of a reproduction")
         write_page(page, entries, note)
         print(f"wrote {page}")
         return 0
-    data = data_args(parts, args, out)
     version = code_version()
+    planned = plan_parts(parts, args, out, data_args(parts, args, out, write=False), version)
+    data_args(parts, args, out)     # refusals first: the stand-in data are written only now
     started, took = time.monotonic(), {}
-    argvs = {part.name: part_argv(part, args, out, data) for part in parts}
-    states = {part.name: "new" if args.force else
-              part_state(out / "runs" / part.name, argvs[part.name], version) for part in parts}
+    states = {name: state for name, (_, state) in planned.items()}
     for number, part in enumerate(parts, 1):
-        run_dir = out / "runs" / part.name
-        argv, state = argvs[part.name], states[part.name]
+        run_dir = part_dirs(part, out)[0]
+        argv, state = planned[part.name]
         head = f"[reproduce {number}/{len(parts)}] {part.name}"
         if state == "done":
             print(f"{head}: results current (same command and code), skipped; --force reruns it",
                   flush=True)
             continue
-        if state == "started":
-            argv.append("--resume")
         left = sum(p.minutes for p in parts[number - 1:] if states[p.name] != "done")
         estimate = "" if args.quick else (f" (its last measured run: {part.minutes} min on 2 CPU "
                                           f"cores; parts still to run: about {left} min)")

@@ -116,7 +116,7 @@ def check_one_results_file(folder):
     run = folder / "run"
     assert sorted(p.name for p in run.iterdir() if p.name.endswith(".json")) == ["config.json", "results.json"]
     assert all(is_png(p) for p in (folder / "fig").iterdir())
-    assert no_temp_files(folder)
+    assert no_temp_files(folder) and not (run / ".lock").exists()     # rank 0 released it
     return json.loads((run / "results.json").read_text())
 
 

@@ -25,6 +25,7 @@ import lstm_ae_toy
 from lstm_ae.cli.flags import REPO_ROOT
 from lstm_ae.cli.main import run_main
 from conftest import script_settings, write_mnist
+from lstm_ae.cli import run_folder
 from lstm_ae.cli.experiment import default_output_dirs, prepare_run
 from lstm_ae.errors import MAX_MESSAGE, DataError, UserError, one_line, reading
 from lstm_ae.files import atomic_path, remove_stale_temp_files
@@ -322,15 +323,15 @@ def test_resume_refuses_a_grid_csv_of_other_data(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------
-# 5. --quick never writes over the reference figures
+# 5. No run writes over the reference figures: its figures go to RUN_DIR/figures/
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("experiment", ["toy", "mnist_row", "mnist_pixel", "snp500"])
-def test_quick_outputs_go_to_an_ignored_folder(experiment):
-    figures, run_dir = default_output_dirs(experiment, quick=True)
-    assert figures != REPO_ROOT / "figures" and figures.is_relative_to(run_dir)
-    assert run_dir == REPO_ROOT / "runs" / "quick" / experiment
-    assert default_output_dirs(experiment, quick=False)[0] == REPO_ROOT / "figures"
+@pytest.mark.parametrize("quick", [True, False])
+def test_outputs_go_to_an_ignored_run_folder(experiment, quick):
+    figures, run_dir = default_output_dirs(experiment, quick=quick)
+    assert figures == run_dir / "figures" != REPO_ROOT / "figures"
+    assert run_dir == REPO_ROOT / "runs" / ("quick" if quick else "") / experiment
     if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     for path in (figures / "fig1_1_toy_examples.png", run_dir / "final.pt"):
@@ -345,6 +346,8 @@ def test_prepare_run_with_quick_uses_them_and_creates_nothing(tmp_path, monkeypa
     ctx = prepare_run(args, "toy")
     assert ctx.figures == tmp_path / "runs" / "quick" / "toy" / "figures"
     assert ctx.run_dir == args.run_dir == tmp_path / "runs" / "quick" / "toy"
+    assert [p.name for p in ctx.run_dir.iterdir()] == [".lock"]    # held until the run ends
+    run_folder.release()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -365,8 +368,10 @@ def test_leftovers_of_killed_runs_are_removed_and_nothing_else(tmp_path):
             figures / "fig1_1_toy_examples.png", run / "final.pt"]
     for path in stale + kept:
         path.write_bytes(b"x")
-    args = script_settings(lstm_ae_toy, ["--figures-dir", str(figures), "--run-dir", str(run)])
+    args = script_settings(lstm_ae_toy, ["--figures-dir", str(figures), "--run-dir", str(run),
+                                         "--resume"])
     prepare_run(args, "toy")
+    run_folder.release()
     assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
     assert remove_stale_temp_files(tmp_path / "missing") == []
 

@@ -115,7 +115,7 @@ def test_quick_reproduction_writes_the_page_and_every_figure_it_shows(quick):
     assert "98.88%" in parts["mnist_row"] and "under 11%" in parts["mnist_pixel"]
     assert "Smoke run" in page
     linked = {Path(link).name for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)}
-    drawn = {path.name for path in (out / "figures").glob("*.png")}
+    drawn = {path.name for path in out.glob("*/figures/*.png")}    # OUT/<part>/figures/
     assert drawn == linked, ("drawn but not on the page", drawn - linked)
 
 
@@ -123,7 +123,7 @@ def test_every_number_on_the_page_is_the_one_in_its_results_json(quick):
     out, _ = quick
     checked = 0
     for name, body in sections((out / "RESULTS.md").read_text()).items():
-        results = json.loads((out / "runs" / name / "results.json").read_text())
+        results = json.loads((out / name / "results.json").read_text())
         assert results["provenance"]["code_version"] == code_version()
         assert results["provenance"]["command"].startswith(
             f"python {next(p.script for p in reproduce.PARTS if p.name == name)} --quick")
@@ -150,7 +150,7 @@ def test_every_number_on_the_page_is_the_one_in_its_results_json(quick):
 def test_rerun_skips_current_parts_and_page_only_gives_the_same_bytes(quick):
     out, _ = quick
     page = (out / "RESULTS.md").read_bytes()
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")}
     done = reproduce_cli("--quick", "--out", str(out), "--threads", "1", "--quiet")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("skipped") == 4
@@ -162,7 +162,7 @@ def test_rerun_skips_current_parts_and_page_only_gives_the_same_bytes(quick):
 
 def test_interrupted_part_resumes(quick):
     out, _ = quick
-    toy = out / "runs" / "toy" / "results.json"
+    toy = out / "toy" / "results.json"
     before = json.loads(toy.read_text())
     toy.unlink()       # as if the run stopped before its results: the marker remains
     done = reproduce_cli("--quick", "--out", str(out), "--threads", "1", "--parts", "toy")
@@ -223,8 +223,8 @@ def test_quick_refuses_to_write_into_the_repository(capsys):
 
 
 def test_page_lists_parts_without_results_as_not_run(tmp_path):
-    (tmp_path / "runs" / "toy").mkdir(parents=True)
-    (tmp_path / "runs" / "toy" / "results.json").write_text(json.dumps({"test_mse": 0.25}))
+    (tmp_path / "toy").mkdir(parents=True)
+    (tmp_path / "toy" / "results.json").write_text(json.dumps({"test_mse": 0.25}))
     assert reproduce.main(["--out", str(tmp_path), "--page-only"]) == 0
     page = (tmp_path / "RESULTS.md").read_text()
     assert page.count("Not run") == 3 and "**0.25**" in page

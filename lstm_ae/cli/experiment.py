@@ -15,6 +15,7 @@ import torch
 from lstm_ae.engine import distributed
 from lstm_ae.cli.recipes import flag_name, settings_lines, settings_record
 from lstm_ae.errors import UserError, reading
+from lstm_ae.cli import run_folder
 from lstm_ae.files import REPO_ROOT, ensure_writable_dir, remove_stale_temp_files, write_json
 from lstm_ae.engine.grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
 from models import LSTMAutoencoder, resolve_device
@@ -43,31 +44,35 @@ class RunContext:
 
 
 def default_output_dirs(experiment: str, quick: bool) -> tuple[Path, Path]:
-    """(figures, run folder) when --figures-dir and --run-dir are not given: the
-    reference figures/ and runs/<experiment>/; for --quick, runs/quick/<experiment>/figures/
-    and runs/quick/<experiment>/ (runs/ is ignored by git), so a smoke run never
-    replaces a reference figure."""
-    if quick:
-        base = REPO_ROOT / "runs" / "quick" / experiment
-        return base / "figures", base
-    return REPO_ROOT / "figures", REPO_ROOT / "runs" / experiment
+    """(figures, run folder) when neither --figures-dir nor --run-dir is given:
+    runs/<experiment>/figures/ and runs/<experiment>/, for --quick
+    runs/quick/<experiment>/figures/ and runs/quick/<experiment>/ (runs/ is ignored
+    by git). A run's figures go to RUN_DIR/figures/: no run replaces the committed
+    reference figures in figures/, which only reproduce.py (or an explicit
+    --figures-dir figures) writes."""
+    base = REPO_ROOT / "runs" / "quick" / experiment if quick else REPO_ROOT / "runs" / experiment
+    return base / "figures", base
 
 
 def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
     """Runtime set-up (first, before any tensor work: flush denormals, threads per
-    process), device, the process group under data parallelism, precision, and
-    output folders proven writable before anything is trained. Creates no folder
-    (the first write does), and removes the temporary files killed runs left in them."""
+    process), device, the process group under data parallelism, precision, output
+    folders proven writable before anything is trained, and the run folder taken
+    for this run by rank 0 (run_folder.claim: its lock; a new run refused where a
+    run is, unless --overwrite). --eval-only --checkpoint PATH writes beside the
+    checkpoint unless --run-dir says otherwise. A refused run leaves no folder (the
+    first write makes them); the temporary files killed runs left are removed."""
     setup_runtime(distributed.threads_per_process(args.threads))
-    figures, run_dir = default_output_dirs(experiment, getattr(args, "quick", False))
-    args.figures_dir = args.figures_dir or figures
-    args.run_dir = args.run_dir or run_dir
+    args.run_dir = run_folder.resolve_run_dir(args, default_output_dirs(
+        experiment, getattr(args, "quick", False))[1])
+    args.figures_dir = args.figures_dir or Path(args.run_dir) / "figures"
     device = resolve_device(args.device)
     layout = distributed.init_process_group(device)
     precision = resolve_precision(args.precision, device, torch.get_num_threads(),
                                   max(1, min(args.batch_size) // layout.world_size))
     ctx = RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
                      ensure_writable_dir(args.run_dir, "results"), layout)
+    distributed.broadcast_from_main(lambda: run_folder.claim(args, ctx.run_dir, ctx.figures))
     if ctx.is_main:
         for folder in (ctx.figures, ctx.run_dir):
             remove_stale_temp_files(folder)
@@ -96,6 +101,18 @@ def layout_line(record: dict) -> str:
     return (f"layout: {record['device']}, {n} process{'es' if n > 1 else ''} x {k} "
             f"thread{'s' if k > 1 else ''}, {record['precision']} (processes: "
             f"{record['processes_chosen_by']}; precision: {record['precision_chosen_by']})")
+
+
+def write_results(ctx: RunContext, args: argparse.Namespace, results: dict) -> Path:
+    """RUN_DIR/results.json: ``results`` of a training run; for --eval-only, the
+    record there kept as it is (the training run's) with ``results`` added as its
+    "evaluation" (run_folder.with_evaluation). Returns the path."""
+    path = Path(ctx.run_dir) / "results.json"
+    if getattr(args, "eval_only", False):
+        checkpoint = Path(args.checkpoint or Path(ctx.run_dir) / "final.pt")
+        results = run_folder.with_evaluation(path, results, checkpoint)
+    write_json(path, results)
+    return path
 
 
 def base_config(args: argparse.Namespace, precision: str, **fields) -> TrainConfig:
@@ -204,6 +221,7 @@ def check_resumable(checkpoint_path: Path, csv_path: Path, points: list[GridPoin
             stored = load_checkpoint(checkpoint_path)["run_config"]
         except UserError as error:
             raise UserError(f"--resume: {error}; {retry}") from None
+        run_folder.check_script(checkpoint_path, stored, run_config.get("script"), "continue")
         if stored.get("data_tag") != data_tag:
             if "data_tag" not in stored:
                 why = "records no data identity (made by an older version)"
@@ -236,6 +254,7 @@ def load_for_evaluation(args: argparse.Namespace, device: torch.device, data_fla
     except UserError as error:
         raise UserError(f"{error}; train first or pass --checkpoint PATH") from None
     stored = checkpoint["run_config"]
+    run_folder.check_script(path, stored, getattr(args, "_script", None), "evaluate")
     explicit = getattr(args, "_explicit", frozenset())
     current = {f: (str(v) if isinstance(v, Path) else v) for f, v in vars(args).items()}
     conflicts = _differences(stored, current, tuple(f for f in data_flags if f in explicit))

@@ -88,7 +88,7 @@ COMMON_DEFAULTS = dict(
     optimizer="adam", weight_decay=0.0, lr_schedule="cosine", warmup=0.0, grid_epochs=5,
     epochs=20, seed=0, resume=False, device="auto", precision="fp32", threads=None,
     procs=FromEnv("LSTM_AE_PROCS", "auto", procs_value), workers=1, figures_dir=None,
-    run_dir=None, eval_only=False, checkpoint=None, quick=False, quiet=False)
+    run_dir=None, overwrite=False, eval_only=False, checkpoint=None, quick=False, quiet=False)
 
 
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -136,6 +136,9 @@ def _add_training_flags(group, recipe: Recipe) -> None:
     add_setting(group, recipe, "--resume", "skip grid points already in the grid CSV and "
                 "continue the final training from its checkpoint; a run of other data is "
                 "refused", action="store_true")
+    add_setting(group, recipe, "--overwrite", "start afresh in a --run-dir that holds a run, "
+                "removing its checkpoints, grid CSV, results and RUN_DIR/figures first (off: a "
+                "new training run there is refused)", action="store_true")
 
 
 def _add_run_flags(group, recipe: Recipe, experiment: str) -> None:
@@ -150,13 +153,15 @@ def _add_run_flags(group, recipe: Recipe, experiment: str) -> None:
                 "torchrun the launcher decides", type=procs_value)
     add_setting(group, recipe, "--workers", "grid points trained in parallel on the CPU, one "
                 "thread each", type=positive_int)
-    add_setting(group, recipe, "--figures-dir", "where figures go (none: figures/ in the "
-                f"repository; with --quick, runs/quick/{experiment}/figures/)", type=Path)
-    add_setting(group, recipe, "--run-dir", "where config.json, the grid CSV, results JSON and "
-                f"checkpoint go (none: runs/{experiment}/; with --quick, runs/quick/{experiment}/)",
+    add_setting(group, recipe, "--figures-dir", "where figures go; --figures-dir figures writes "
+                "the committed reference figures (none: RUN_DIR/figures/)", type=Path)
+    add_setting(group, recipe, "--run-dir", "the run folder, one run at a time: config.json, "
+                f"grid CSV, results JSON, checkpoints (none: runs/{experiment}/; with --quick, "
+                f"runs/quick/{experiment}/; with --eval-only --checkpoint PATH, PATH's folder)",
                 type=Path)
     add_setting(group, recipe, "--eval-only", "evaluate --checkpoint on the test split and "
-                "redraw its figures", action="store_true")
+                "redraw its figures, adding an \"evaluation\" record to RUN_DIR/results.json",
+                action="store_true")
     add_setting(group, recipe, "--checkpoint", "checkpoint for --eval-only (none: "
                 "RUN_DIR/final.pt)", type=Path)
     add_setting(group, recipe, "--quick", f"smoke run, end to end, with {recipe.quick_text()}; "
@@ -220,6 +225,12 @@ def check_flag_pairs(args: argparse.Namespace) -> None:
                         "--checkpoint (training writes RUN_DIR/final.pt)")
     if getattr(args, "eval_only", False) and getattr(args, "resume", False):
         raise UserError("--eval-only trains nothing, so --resume has nothing to continue; "
+                        "give one of them")
+    if getattr(args, "overwrite", False) and getattr(args, "resume", False):
+        raise UserError("--overwrite starts the run afresh and --resume continues it; give one "
+                        "of them")
+    if getattr(args, "overwrite", False) and getattr(args, "eval_only", False):
+        raise UserError("--eval-only trains nothing, so --overwrite has nothing to start afresh; "
                         "give one of them")
     for dest in GRID_AXES:
         values = getattr(args, dest, None) or []

@@ -58,8 +58,9 @@ def launcher_words() -> list[str]:
 
 
 def resume_command(prog: str, argv: Sequence[str]) -> str:
-    """The command as it was typed, with --resume added once."""
-    args = list(argv) + ([] if "--resume" in argv else ["--resume"])
+    """The command as it was typed, with --resume added once (and --overwrite,
+    which would start afresh and is refused with --resume, left out)."""
+    args = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
     return shlex.join([*launcher_words(), prog, *args])
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from lstm_ae.cli import run_folder
 from lstm_ae.cli.experiment import default_output_dirs
 from lstm_ae.cli.flags import fail, parse_settings
 from lstm_ae.cli.interrupts import interruption_line
@@ -40,11 +41,10 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
     args = parse_settings(parser, recipe, argv, check)
     note_command(parser.prog, argv)  # provenance for results.json
     name = experiment(args) if callable(experiment) else experiment
-    if args.run_dir is None:
-        args.run_dir = default_output_dirs(name, args.quick)[1]
+    args.run_dir = run_folder.resolve_run_dir(args, default_output_dirs(name, args.quick)[1])
     try:
-        with signals_raise_interrupted():
-            return distributed.run(body, args)
+        with signals_raise_interrupted():  # the run folder's lock is released at the body's end
+            return distributed.run(run_folder.guarded(body, parser.prog), args)
     except UserError as error:
         if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line
             fail(parser, str(error))

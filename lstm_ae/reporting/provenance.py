@@ -26,8 +26,9 @@ from lstm_ae.files import REPO_ROOT
 NOT_CODE = ("reproduce.py",                      # runs the parts, writes the page
             "lstm_ae/reporting",                 # figures' looks, the page, this module
             "lstm_ae/datasets/standins.py")      # stand-in data of --quick and the tests
-# Flags that do not change a run's results (--resume ends where an uninterrupted run would).
-NEUTRAL_FLAGS = ("--resume", "--quiet")
+# Flags that do not change a run's results (--resume ends where an uninterrupted run would;
+# --overwrite only clears the run folder first).
+NEUTRAL_FLAGS = ("--resume", "--overwrite", "--quiet")
 
 _command: dict = {"prog": None, "argv": None, "started": time.monotonic()}
 
