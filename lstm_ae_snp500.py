@@ -37,10 +37,10 @@ final.pt (reconstruction) and final_prediction.pt (prediction); --eval-only
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from lstm_ae.choices import SCALES
 from lstm_ae.cli.flags import (COMMON_DEFAULTS, REPO_ROOT, add_common_flags, add_setting,
@@ -70,8 +70,9 @@ MULTI_STEP_DM_LAGS = 20     # a trading month of autocovariances for the fed-bac
 
 
 def date_text(text: str) -> str:
+    """A date as YYYY-MM-DD (01/02/2016 is refused: day or month first is ambiguous)."""
     try:
-        pd.Timestamp(text)
+        datetime.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
     return text

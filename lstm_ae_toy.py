@@ -24,6 +24,8 @@ from pathlib import Path
 from lstm_ae.cli.flags import (COMMON_DEFAULTS, add_common_flags, add_setting, new_parser,
                                parse_settings, positive_int)
 from lstm_ae.cli.recipes import Recipe
+from lstm_ae.datasets.splits import split_indices
+from lstm_ae.errors import UserError
 
 # Every default of this script, and what --quick changes (flags given explicitly win).
 # The grid: 2 x 2 x 2 x 2 = 16 points, hidden sizes below the length so the model
@@ -50,8 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_sizes(args: argparse.Namespace) -> None:
+    """Refuse data sizes that cannot work, before anything is written."""
+    if args.length < 35:
+        raise UserError(f"--length must be at least 35 to hold the window, got {args.length}")
+    sizes = [len(part) for part in split_indices(args.n_sequences)]
+    if min(sizes) < 1:
+        raise UserError(f"--n-sequences {args.n_sequences} leaves an empty split (train/val/test "
+                        f"{sizes[0]}/{sizes[1]}/{sizes[2]}); give at least 10")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    if not args.eval_only:  # --eval-only takes the sizes of its checkpoint
+        check_sizes(args)
+
+
 if __name__ == "__main__":  # a bad flag is refused here, before torch loads (about 3 s)
-    parse_settings(build_parser(), RECIPE, sys.argv[1:])
+    parse_settings(build_parser(), RECIPE, sys.argv[1:], check_inputs)
 
 import hashlib  # noqa: E402
 
@@ -61,11 +78,9 @@ from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluatio
                                     prepare_run, search_then_train, write_results)
 from lstm_ae.cli.flags import args_as_dict  # noqa: E402
 from lstm_ae.cli.main import run_main  # noqa: E402
-from lstm_ae.datasets.splits import split_indices  # noqa: E402
 from lstm_ae.datasets.synthetic import baseline_mse, generate_toy_sequences  # noqa: E402
 from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
 from lstm_ae.engine.training import TrainConfig, evaluate, predict, to_device  # noqa: E402
-from lstm_ae.errors import UserError  # noqa: E402
 from lstm_ae.reporting.figures import plot_curves, plot_reconstructions, plot_series  # noqa: E402
 from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
 
@@ -77,16 +92,6 @@ def load_splits(args: argparse.Namespace) -> tuple[dict, np.ndarray]:
     splits = {name: {"x": sequences[idx, :, None]}
               for name, idx in (("train", train), ("val", val), ("test", test))}
     return splits, dip[test]
-
-
-def check_sizes(args: argparse.Namespace) -> None:
-    """Refuse data sizes that cannot work, before anything is written."""
-    if args.length < 35:
-        raise UserError(f"--length must be at least 35 to hold the window, got {args.length}")
-    sizes = [len(part) for part in split_indices(args.n_sequences)]
-    if min(sizes) < 1:
-        raise UserError(f"--n-sequences {args.n_sequences} leaves an empty split (train/val/test "
-                        f"{sizes[0]}/{sizes[1]}/{sizes[2]}); give at least 10")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -163,7 +168,7 @@ def draw_figures(model, splits: dict, tensors: dict, test_dip, ctx) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_main(build_parser(), RECIPE, run, argv, experiment="toy")
+    return run_main(build_parser(), RECIPE, run, argv, experiment="toy", check=check_inputs)
 
 
 if __name__ == "__main__":

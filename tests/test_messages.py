@@ -74,6 +74,9 @@ def test_data_dir_that_is_a_file_says_so(tmp_path, mnist_dir, capsys):
 
 @pytest.mark.parametrize("script, argv, expected", [
     ("lstm_ae_toy.py", ["--hiden-size", "3"], "--hiden-size: did you mean --hidden-size?"),
+    ("lstm_ae_toy.py", ["--length", "10"], "--length must be at least 35"),
+    ("lstm_ae_toy.py", ["--eval-only", "--checkpoint", "no-such.pt"], "no-such.pt does not exist"),
+    ("lstm_ae_snp500.py", ["--start", "01/02/2016"], "use YYYY-MM-DD"),
     ("lstm_ae_mnist.py", ["--input", "pixels"], "invalid choice: 'pixels'"),
     ("lstm_ae_mnist.py", ["--data-dir", "README.md"], "is a file, not a folder"),
     ("lstm_ae_snp500.py", ["--data", "no-such-prices.csv"], "no-such-prices.csv not found"),

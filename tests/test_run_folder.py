@@ -6,6 +6,7 @@ checkpoint of another script named as such."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -320,3 +321,32 @@ def test_check_script_names_both_scripts():
     with pytest.raises(UserError, match=r"x.pt was made by lstm_ae_toy.py; evaluate it with "
                                         r"that script, or pass a checkpoint of lstm_ae_mnist.py"):
         run_folder.check_script(Path("x.pt"), stored, "lstm_ae_mnist", "evaluate")
+
+
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    refused(capsys, lambda: toy(run, "--resume", "--hidden-size", "5"), "--hidden-size",
+            untouched=[run])
+
+
+def test_a_grid_csv_stopped_before_its_first_point_holds_no_run(tmp_path):
+    (tmp_path / "grid.csv").write_text("key,label,val_loss\n")
+    assert run_folder.held_run(tmp_path) is None
+    (tmp_path / "grid.csv").write_text("key,label,val_loss\nk,hs=8,0.1\n")
+    assert run_folder.held_run(tmp_path) == "grid.csv"
+
+
+def test_quick_starts_afresh_in_its_own_smoke_folder_only(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}")
+    smoke = argparse.Namespace(quick=True, resume=False, eval_only=False, overwrite=False,
+                               _explicit=frozenset({"quick"}))
+    run_folder.claim(smoke, tmp_path, tmp_path / "figures")
+    run_folder.release()
+    assert not (tmp_path / "results.json").exists()
+    assert "--quick starts afresh" in capsys.readouterr().out
+    (tmp_path / "results.json").write_text("{}")
+    mine = argparse.Namespace(**{**vars(smoke), "_explicit": frozenset({"quick", "run_dir"})})
+    with pytest.raises(UserError, match="holds a run"):
+        run_folder.claim(mine, tmp_path, tmp_path / "figures")
+    assert (tmp_path / "results.json").exists()

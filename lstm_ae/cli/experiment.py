@@ -90,9 +90,15 @@ def layout_record(args: argparse.Namespace, ctx: RunContext) -> dict:
     return {"device": str(ctx.device), "processes": ctx.layout.world_size,
             "threads_per_process": torch.get_num_threads(), "precision": ctx.precision,
             "launcher": launcher,
-            "processes_chosen_by": "torchrun" if launcher == "torchrun" else (
-                "auto rule" if str(args.procs) == "auto" else "given"),
-            "precision_chosen_by": "auto rule" if args.precision == "auto" else "given"}
+            "processes_chosen_by": "torchrun" if launcher == "torchrun" else _chosen_by(args, "procs"),
+            "precision_chosen_by": _chosen_by(args, "precision")}
+
+
+def _chosen_by(args: argparse.Namespace, flag: str) -> str:
+    """'auto rule' for auto, else 'given' (on the command line) or 'default' (the recipe's)."""
+    if str(getattr(args, flag)) == "auto":
+        return "auto rule"
+    return "given" if flag in getattr(args, "_explicit", ()) else "default"
 
 
 def layout_line(record: dict) -> str:
@@ -161,7 +167,9 @@ def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits:
     if args.resume:
         check_resumable(run_dir / checkpoint_name, run_dir / "grid.csv", points, data_tag,
                         run_config, data_flags)
-    if distributed.is_main():  # the settings of the run about to train, checks passed
+    # The settings of the run as it was started: a --resume (whose settings must match,
+    # or fit refuses it) leaves them as they are.
+    if distributed.is_main() and not (args.resume and (run_dir / "config.json").exists()):
         write_json(run_dir / "config.json", settings_record(args))
     if len(points) > 1:
         log(f"grid search: {len(points)} configurations x {args.grid_epochs} epochs, "
@@ -252,7 +260,8 @@ def load_for_evaluation(args: argparse.Namespace, device: torch.device, data_fla
     try:
         checkpoint = load_checkpoint(path)
     except UserError as error:
-        raise UserError(f"{error}; train first or pass --checkpoint PATH") from None
+        hint = "" if "--checkpoint" in str(error) else "; train first or pass --checkpoint PATH"
+        raise UserError(f"{error}{hint}") from None
     stored = checkpoint["run_config"]
     run_folder.check_script(path, stored, getattr(args, "_script", None), "evaluate")
     explicit = getattr(args, "_explicit", frozenset())

@@ -223,6 +223,10 @@ def check_flag_pairs(args: argparse.Namespace) -> None:
     if getattr(args, "checkpoint", None) is not None and not getattr(args, "eval_only", False):
         raise UserError("--checkpoint is read only with --eval-only; add --eval-only, or drop "
                         "--checkpoint (training writes RUN_DIR/final.pt)")
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"--checkpoint {checkpoint} does not exist; train first or pass the "
+                        "path of a final.pt")
     if getattr(args, "eval_only", False) and getattr(args, "resume", False):
         raise UserError("--eval-only trains nothing, so --resume has nothing to continue; "
                         "give one of them")

@@ -76,8 +76,17 @@ def held_run(run_dir: Path) -> Optional[str]:
     if not run_dir.is_dir():
         return None
     found = [_describe_checkpoint(p) for p in _checkpoints(run_dir)]
-    found += [name for name in RECORD_FILES if (run_dir / name).is_file()]
+    found += [name for name in RECORD_FILES if (run_dir / name).is_file()
+              and not _header_only(run_dir / name)]
     return ", ".join(found) or None
+
+
+def _header_only(path: Path) -> bool:
+    """A grid CSV stopped before its first point: nothing of a run to keep."""
+    try:
+        return path.suffix == ".csv" and len(path.read_text().splitlines()) <= 1
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def clear_run(run_dir: Path, figures: Path) -> list[Path]:
@@ -265,7 +274,10 @@ def claim(args: argparse.Namespace, run_dir: Path, figures: Path) -> None:
             _existing_results(Path(run_dir) / "results.json")
         elif not getattr(args, "resume", False):
             held = held_run(run_dir)
-            if held and not getattr(args, "overwrite", False):
+            smoke = getattr(args, "quick", False) and "run_dir" not in getattr(args, "_explicit", ())
+            if held and smoke:  # --quick's own folder under runs/quick/ holds only smoke runs
+                print(f"note: --quick starts afresh in {shown(run_dir)} (its smoke-run folder)")
+            elif held and not getattr(args, "overwrite", False):
                 raise UserError(f"{shown(run_dir)} holds a run ({held}); continue it with "
                                 "--resume, start over with --overwrite, or choose another --run-dir")
             if held:
