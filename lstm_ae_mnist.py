@@ -16,7 +16,7 @@ Figures (--figures-dir, default RUN_DIR/figures/): fig2_1_mnist_<input>_grid.png
 loss and accuracy curves fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
 Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json (with the
 baselines of baselines.py beside the test numbers), final.pt. Defaults that depend
-on --input are in INPUT_DEFAULTS; flags given explicitly win.
+on --input are in RECIPE (modes); flags given explicitly win.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class Part:
 
 
 # The one table of the documented commands; the README points here.
-PIXEL = ("--input", "pixel")    # the pixel defaults of lstm_ae_mnist.py (INPUT_DEFAULTS)
+PIXEL = ("--input", "pixel")    # the pixel defaults of lstm_ae_mnist.py (its RECIPE)
 PARTS = (
     Part("toy", "Part 1: synthetic signals", "lstm_ae_toy.py", (),
          ("--quick", "--workers", "1"), minutes=14),
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fail(parser: argparse.ArgumentParser, message: str) -> None:
-    """One line on stderr and exit status 2, as the scripts do (cli.run_main)."""
+    """One line on stderr and exit status 2, as the scripts do (cli.main.run_main)."""
     print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 

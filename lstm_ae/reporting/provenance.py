@@ -1,7 +1,7 @@
 """Provenance of a run, stored in its results.json: the exact command, the code
 version, the machine, the PyTorch version, the date and the wall-clock.
 
-``cli.run_main`` calls :func:`note_command` when a script starts; the script
+``cli.main.run_main`` calls :func:`note_command` when a script starts; the script
 adds ``results["provenance"] = run_provenance()`` before writing its results.
 ``reproduce.py`` compares ``argv`` and ``code_version`` to decide whether a
 part's results are current.
