@@ -70,8 +70,9 @@ def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
     layout = distributed.init_process_group(device)
     precision = resolve_precision(args.precision, device, torch.get_num_threads(),
                                   max(1, min(args.batch_size) // layout.world_size))
+    run_dir = ensure_writable_dir(args.run_dir, "results")  # first: figures default inside it
     ctx = RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
-                     ensure_writable_dir(args.run_dir, "results"), layout)
+                     run_dir, layout)
     distributed.broadcast_from_main(lambda: run_folder.claim(args, ctx.run_dir, ctx.figures))
     if ctx.is_main:
         for folder in (ctx.figures, ctx.run_dir):

@@ -51,7 +51,8 @@ class SourceUnavailable(Exception):
 # ----------------------------------------------------------------------------
 
 # What to do about a damaged file: any copy of it is as good as a download.
-REFETCH = "delete it and rerun to download it again, or copy the original in binary mode"
+REFETCH = ("delete it and rerun (without --no-download) to download it again, or copy the "
+           "original in binary mode")
 
 
 def _read_bytes(path: Path) -> bytes:
