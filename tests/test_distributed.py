@@ -177,3 +177,18 @@ def test_procs_flag_is_checked():
     with pytest.raises(SystemExit) as error:
         lstm_ae_toy.main(["--procs", "0"])
     assert error.value.code == 2
+
+
+def test_the_rank_that_failed_on_its_own_is_named_not_the_one_that_lost_it(tmp_path):
+    """Rank 1 dies; rank 0 then fails on the broken connection, and the parent may see
+    rank 0 first: the line names rank 1."""
+    class Ended:
+        def __init__(self, code):
+            self.exitcode = code
+    (tmp_path / "crash-0").write_text("RuntimeError: [gloo] Read error: Connection reset by peer")
+    processes = [Ended(1), Ended(3)]
+    assert distributed._root_failure(processes, tmp_path, (0, 1), settle_s=0) == (1, 3)
+    (tmp_path / "crash-1").write_text("ValueError: bad")
+    assert distributed._root_failure(processes, tmp_path, (0, 1), settle_s=0) == (1, 3)
+    (tmp_path / "crash-1").write_text("RuntimeError: Connection closed by peer")
+    assert distributed._root_failure(processes, tmp_path, (0, 1), settle_s=0) == (0, 1)

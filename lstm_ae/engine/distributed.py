@@ -351,6 +351,7 @@ def launch(entry: Callable, nprocs: int, *args) -> Any:
             _stop(processes)
             raise
         if failed is not None:
+            failed = _root_failure(processes, Path(folder), failed)
             _stop(processes)
             raise UserError(_failure_line(Path(folder), nprocs, *failed)) from None
         result = Path(folder, "result.pkl")
@@ -387,6 +388,27 @@ def _stop(processes: list, grace_s: float = 10.0) -> None:
         if process.exitcode is None:
             process.kill()
             process.join()
+
+
+# How a rank fails when another rank died first: its connection to that rank broke.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def _root_failure(processes: list, folder: Path, first: tuple[int, int],
+                  settle_s: float = 1.0) -> tuple[int, int]:
+    """(rank, exit code) of the rank that failed first in cause, not only in the order
+    the parent saw them: a rank whose crash is a lost connection to a peer is passed
+    over for one that failed on its own, given ``settle_s`` for the others to end."""
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline and any(p.exitcode is None for p in processes):
+        time.sleep(0.05)
+    failed = [(r, p.exitcode) for r, p in enumerate(processes) if p.exitcode not in (None, 0)
+              and not Path(folder, f"done-{r}").exists()]
+    for rank_, code in failed:
+        crash = Path(folder, f"crash-{rank_}")
+        if not (crash.exists() and any(text in crash.read_text() for text in PEER_LOST)):
+            return rank_, code
+    return first
 
 
 def _failure_line(folder: Path, nprocs: int, rank_: int, code: int) -> str:
