@@ -56,3 +56,39 @@ def script_settings(module, argv=()):
     if not hasattr(module, "RECIPE"):
         return parser.parse_args(list(argv))
     return parse_settings(parser, module.RECIPE, list(argv))
+
+
+def snapshot(*folders, mtimes: bool = False) -> dict:
+    """Every file and folder under ``folders``: a digest of each file (and its mtime
+    with ``mtimes``), to show that nothing was created, changed or removed."""
+    import hashlib
+    found = {}
+    for folder in map(Path, folders):
+        if folder.exists():
+            for path in [folder, *folder.rglob("*")]:
+                if not path.is_file():
+                    found[str(path)] = "folder"
+                    continue
+                digest = hashlib.md5(path.read_bytes()).hexdigest()
+                found[str(path)] = (digest, path.stat().st_mtime_ns) if mtimes else digest
+    return found
+
+
+def refused(capsys, call, *names, untouched=(), mtimes: bool = False) -> str:
+    """Run call; assert exit 2, one stderr line naming every name, no traceback, and
+    nothing created, changed or removed under ``untouched``. Returns the line."""
+    import pytest
+    from lstm_ae.errors import MAX_MESSAGE
+    before = snapshot(*untouched, mtimes=mtimes)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and len(lines[0]) <= MAX_MESSAGE + 40
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    assert snapshot(*untouched, mtimes=mtimes) == before
+    return lines[0]

@@ -9,7 +9,6 @@ the ways a download or a copy damages them, flags that cannot work together,
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pathlib
 import shutil
@@ -24,42 +23,12 @@ import lstm_ae_snp500
 import lstm_ae_toy
 from lstm_ae.cli.flags import REPO_ROOT
 from lstm_ae.cli.main import run_main
-from conftest import script_settings, write_mnist
+from conftest import refused, script_settings, snapshot, write_mnist
 from lstm_ae.cli import run_folder
 from lstm_ae.cli.experiment import default_output_dirs, prepare_run
 from lstm_ae.errors import MAX_MESSAGE, DataError, UserError, one_line, reading
 from lstm_ae.files import atomic_path, remove_stale_temp_files
 from lstm_ae.engine.checkpoints import CHECKPOINT_FORMAT
-
-
-def snapshot(*folders) -> dict:
-    """Every file and folder under ``folders``, with a digest of each file."""
-    found = {}
-    for folder in folders:
-        folder = pathlib.Path(folder)
-        if folder.exists():
-            for path in [folder, *folder.rglob("*")]:
-                found[str(path)] = (hashlib.md5(path.read_bytes()).hexdigest()
-                                    if path.is_file() else "folder")
-    return found
-
-
-def refused(capsys, call, *names, untouched=()) -> str:
-    """Run call; assert exit 2, one stderr line naming every name, no traceback, and
-    nothing created, changed or removed under ``untouched``. Returns the line."""
-    before = snapshot(*untouched)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        call()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and len(lines[0]) <= MAX_MESSAGE + 40
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    assert snapshot(*untouched) == before
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------

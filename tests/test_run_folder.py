@@ -7,7 +7,6 @@ checkpoint of another script named as such."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -22,39 +21,21 @@ import lstm_ae_mnist
 import lstm_ae_toy
 import reproduce
 from conftest import REPO_ROOT, is_png
+from conftest import refused as shared_refused, snapshot as shared_snapshot
 from lstm_ae.cli import run_folder
-from lstm_ae.errors import MAX_MESSAGE, UserError
+from lstm_ae.errors import UserError
 
 TINY = ["--quick", "--quiet", "--workers", "1"]
 
 
 def snapshot(*folders) -> dict:
-    """Every file and folder under ``folders``: a digest and mtime of each file."""
-    found = {}
-    for folder in map(Path, folders):
-        if folder.exists():
-            for path in [folder, *folder.rglob("*")]:
-                found[str(path)] = ((hashlib.md5(path.read_bytes()).hexdigest(),
-                                     path.stat().st_mtime_ns) if path.is_file() else "folder")
-    return found
+    """Every file and folder under ``folders``, with each file's digest and mtime."""
+    return shared_snapshot(*folders, mtimes=True)
 
 
 def refused(capsys, call, *names, untouched=()) -> str:
-    """call() exits 2 with one stderr line naming every name, and nothing under
-    ``untouched`` is created, changed or removed."""
-    before = snapshot(*untouched)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        call()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and len(lines[0]) <= MAX_MESSAGE + 40
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    assert snapshot(*untouched) == before
-    return lines[0]
+    """conftest.refused, with files' mtimes compared too."""
+    return shared_refused(capsys, call, *names, untouched=untouched, mtimes=True)
 
 
 def toy(run_dir: Path, *extra: str) -> dict:
