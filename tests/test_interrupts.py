@@ -104,14 +104,14 @@ def test_a_signal_stops_every_rank_with_one_line_and_resume_finishes(tmp_path, s
 
 def test_the_continue_command_names_the_launcher(monkeypatch, tmp_path):
     from lstm_ae.cli.interrupts import interruption_line
-    for name in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+    for name in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     line = interruption_line("SIGINT", "lstm_ae_toy.py", ["--epochs", "3"], tmp_path)
     assert line == ("stopped by SIGINT before anything was saved; start again with: "
                     "python lstm_ae_toy.py --epochs 3")
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in (("TORCHELASTIC_RUN_ID", "x"), ("LOCAL_WORLD_SIZE", "2"),
+                        ("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)   # what torchrun sets for rank 0
     (tmp_path / "grid.csv").write_text("")
     line = interruption_line("SIGTERM", "lstm_ae_toy.py", ["--epochs", "3"], tmp_path)
     assert line.endswith("start again with: torchrun --standalone --nproc-per-node 2 "

@@ -5,7 +5,6 @@ checkpoint, or load a checkpoint for --eval-only."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ from lstm_ae.engine.grid_search import GridPoint, best_row, expand_grid, grid_se
 from models import LSTMAutoencoder, resolve_device
 from lstm_ae.engine.training import Augment, FitResult, TrainConfig, fit
 from lstm_ae.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from lstm_ae.engine.layout import Candidate
 from lstm_ae.engine.runtime import resolve_precision, set_seed, setup_runtime
 from lstm_ae.reporting.provenance import note_layout
 
@@ -86,7 +86,7 @@ def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
 
 def layout_record(args: argparse.Namespace, ctx: RunContext) -> dict:
     """Where and how the run trains, and whether each choice was given or automatic."""
-    launcher = ("torchrun" if "TORCHELASTIC_RUN_ID" in os.environ
+    launcher = ("torchrun" if distributed.under_torchrun()
                 else "--procs" if ctx.layout.distributed else "one process")
     return {"device": str(ctx.device), "processes": ctx.layout.world_size,
             "threads_per_process": torch.get_num_threads(), "precision": ctx.precision,
@@ -104,9 +104,8 @@ def _chosen_by(args: argparse.Namespace, flag: str) -> str:
 
 def layout_line(record: dict) -> str:
     """'layout: cpu, 2 processes x 1 thread, fp32 (processes: given; precision: given)'."""
-    n, k = record["processes"], record["threads_per_process"]
-    return (f"layout: {record['device']}, {n} process{'es' if n > 1 else ''} x {k} "
-            f"thread{'s' if k > 1 else ''}, {record['precision']} (processes: "
+    candidate = Candidate(record["processes"], record["threads_per_process"], record["precision"])
+    return (f"layout: {record['device']}, {candidate.words} (processes: "
             f"{record['processes_chosen_by']}; precision: {record['precision_chosen_by']})")
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence
 from lstm_ae.choices import DEVICE_CHOICES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS
 from lstm_ae.cli import recipes
 from lstm_ae.cli.recipes import FromEnv, Recipe, flag_name
+from lstm_ae.cli.recipes import args_as_dict  # noqa: F401  (the scripts import it from here)
 from lstm_ae.errors import UserError, one_line
 from lstm_ae.files import REPO_ROOT  # noqa: F401  (scripts name their default paths by it)
 
@@ -244,9 +245,3 @@ def check_flag_pairs(args: argparse.Namespace) -> None:
                 raise UserError(f"{flag_name(dest)} lists {recipes.show(value)} twice; "
                                 "give each value once")
             seen.append(value)
-
-
-def args_as_dict(args: argparse.Namespace) -> dict:
-    """The parsed flags with paths as strings, for checkpoints and results files."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if not k.startswith("_")}

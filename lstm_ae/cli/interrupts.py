@@ -9,13 +9,13 @@ finished; ``--resume`` continues from there.
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
+from lstm_ae.engine import distributed
 from lstm_ae.engine.grid_search import read_grid_csv
 
 
@@ -49,11 +49,11 @@ def launcher_words() -> list[str]:
     """How this process was started: ``python``, or under torchrun on one machine
     ``torchrun --standalone --nproc-per-node N`` (across machines, torchrun's own
     flags cannot be known here: ``torchrun ...``)."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
+    if not distributed.under_torchrun():
         return ["python"]
-    local, world = os.environ.get("LOCAL_WORLD_SIZE", "1"), os.environ.get("WORLD_SIZE", "1")
-    if local == world:
-        return ["torchrun", "--standalone", "--nproc-per-node", local]
+    layout = distributed.env_layout()
+    if layout.local_world_size == layout.world_size:
+        return ["torchrun", "--standalone", "--nproc-per-node", str(layout.local_world_size)]
     return ["torchrun", "..."]
 
 

@@ -83,8 +83,6 @@ def show(value) -> str:
         return "none"
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, Path):
-        return str(value)
     return str(value)
 
 
@@ -96,8 +94,8 @@ def apply(args: argparse.Namespace, recipe: Recipe) -> argparse.Namespace:
     mode = None
     if recipe.mode_flag:
         mode = getattr(args, recipe.mode_flag, None) or recipe.default(recipe.mode_flag)
-    dests = {**recipe.common, **recipe.defaults, **{k: 0 for t in recipe.modes.values() for k in t}}
-    for dest in dests:
+    dests = {*recipe.common, *recipe.defaults, *(k for t in recipe.modes.values() for k in t)}
+    for dest in sorted(dests):
         if dest in explicit:
             continue
         value = recipe.quick[dest] if quick and dest in recipe.quick else recipe.default(dest, mode)
@@ -106,12 +104,18 @@ def apply(args: argparse.Namespace, recipe: Recipe) -> argparse.Namespace:
     return args
 
 
+def args_as_dict(args: argparse.Namespace) -> dict:
+    """The settings with paths as text, for config.json, checkpoints and results files
+    (attributes starting with ``_`` are bookkeeping, never stored)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if not k.startswith("_")}
+
+
 def settings_record(args: argparse.Namespace) -> dict:
-    """The resolved settings as JSON values (paths as text); flags given on the
-    command line listed under ``explicit``."""
-    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
-              if not k.startswith("_")}
-    return {"settings": values, "explicit": sorted(getattr(args, "_explicit", ()))}
+    """The resolved settings as JSON values; flags given on the command line listed
+    under ``explicit``."""
+    return {"settings": dict(sorted(args_as_dict(args).items())),
+            "explicit": sorted(getattr(args, "_explicit", ()))}
 
 
 def settings_lines(args: argparse.Namespace, width: int = 100) -> str:

@@ -79,6 +79,11 @@ def under_launcher() -> bool:
     return all(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
+def under_torchrun() -> bool:
+    """Whether torchrun (torch.distributed.run) started this process."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def env_layout() -> Layout:
     """The layout torchrun describes in the environment; one process without it."""
     if not under_launcher():
