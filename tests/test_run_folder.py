@@ -331,3 +331,11 @@ def test_quick_starts_afresh_in_its_own_smoke_folder_only(tmp_path, capsys):
     with pytest.raises(UserError, match="holds a run"):
         run_folder.claim(mine, tmp_path, tmp_path / "figures")
     assert (tmp_path / "results.json").exists()
+
+
+def test_a_resume_of_other_data_points_to_overwrite(trained, tmp_path, capsys):
+    """Without --resume the folder would be refused too: the way on is --overwrite."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    refused(capsys, lambda: toy(run, "--resume", "--data-seed", "5"), "--data-seed 0, not 5",
+            "--overwrite instead of --resume", untouched=[run])

@@ -223,7 +223,7 @@ def check_resumable(checkpoint_path: Path, csv_path: Path, points: list[GridPoin
     the checkpoint's stored data tag must equal ``data_tag``, and a grid CSV with
     rows must share at least one row with these grid points (checked only for a
     grid of more than one point: a single point runs no grid search)."""
-    retry = "run without --resume to start afresh, or pick another --run-dir"
+    retry = "start afresh with --overwrite instead of --resume, or pick another --run-dir"
     if checkpoint_path.exists():
         try:
             stored = load_checkpoint(checkpoint_path)["run_config"]
