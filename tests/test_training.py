@@ -1,4 +1,6 @@
+import datetime
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from lstm_ae.datasets.synthetic import generate_toy_sequences
 from lstm_ae.engine.training import (TrainConfig, evaluate, fit, learning_rate_at, loss_terms,
                                      to_device)
 from lstm_ae.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from lstm_ae.engine.progress import finish_estimate
 from lstm_ae.engine.runtime import resolve_precision
 
 CPU = torch.device("cpu")
@@ -47,6 +50,23 @@ def test_history_rows_hold_the_numbers_for_the_figures():
     for key in ("epoch", "lr", "train_loss", "train_reconstruction", "val_loss",
                 "val_reconstruction", "seconds", "samples_per_s"):
         assert key in row and math.isfinite(row[key])
+
+
+def test_each_epoch_line_but_the_last_says_when_the_training_ends():
+    lines = []
+    fit(small_model(), toy_tensors(), TrainConfig(epochs=3, batch_size=32), CPU, log=lines.append)
+    epoch_lines = [line for line in lines if "samples/s" in line]
+    assert len(epoch_lines) == 3
+    assert all(re.search(r"done ~\d\d:\d\d \(\d+ s left\)$", line) for line in epoch_lines[:2])
+    assert "done ~" not in epoch_lines[-1]
+
+
+def test_finish_estimate_is_the_mean_epoch_time_times_the_epochs_left():
+    now = datetime.datetime(2026, 12, 2, 21, 0, 0)
+    assert finish_estimate([50.0, 70.0], 30, now) == "done ~21:30 (30 min left)"
+    assert finish_estimate([10.0], 4, now) == "done ~21:00 (40 s left)"
+    assert finish_estimate([150.0], 60, now) == "done ~23:30 (2.5 h left)"
+    assert finish_estimate([10.0], 0, now) == "" and finish_estimate([], 5, now) == ""
 
 
 class Interrupt(Exception):

@@ -3,10 +3,11 @@ the one line per epoch that ``fit`` logs everywhere else."""
 
 from __future__ import annotations
 
+import datetime
 import multiprocessing
 import sys
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -45,13 +46,27 @@ class EpochProgress:
         self.bar.close()
 
 
-def format_epoch(label: str, row: dict, epochs: int) -> str:
+def format_epoch(label: str, row: dict, epochs: int, finish: str = "") -> str:
     parts = [f"{label}epoch {row['epoch']:>3}/{epochs}", f"train {row['train_loss']:.5f}",
              f"val {row['val_loss']:.5f}"]
     if "val_accuracy" in row:
         parts.append(f"val acc {100 * row['val_accuracy']:.2f}%")
     parts += [f"{row['seconds']:.1f}s", f"{row['samples_per_s']:,.0f} samples/s"]
-    return "  ".join(parts)
+    return "  ".join(parts + ([finish] if finish else []))
+
+
+def finish_estimate(seconds: list[float], epochs_left: int,
+                    now: Optional[datetime.datetime] = None) -> str:
+    """'done ~21:42 (12 min left)': the expected end of the training, from the mean
+    time of the epochs this process trained (``seconds``) times the epochs left;
+    empty when none are left or none were timed."""
+    if epochs_left <= 0 or not seconds:
+        return ""
+    left = sum(seconds) / len(seconds) * epochs_left
+    end = (now or datetime.datetime.now()) + datetime.timedelta(seconds=left)
+    wait = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min" if left < 5400 \
+        else f"{left / 3600:.1f} h"
+    return f"done ~{end:%H:%M} ({wait} left)"
 
 
 class NoProgress:

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lstm_ae.engine import distributed
 from lstm_ae.engine.checkpoints import (CHECKPOINT_FORMAT, atomic_torch_save, cpu_state,
                                         load_checkpoint)
-from lstm_ae.engine.progress import EpochProgress, NoProgress, format_epoch
+from lstm_ae.engine.progress import EpochProgress, NoProgress, finish_estimate, format_epoch
 from lstm_ae.engine.runtime import autocast
 from lstm_ae.choices import LR_SCHEDULES, OPTIMIZERS
 from lstm_ae.errors import UserError
@@ -238,14 +238,17 @@ def fit(model: LSTMAutoencoder, data: dict[str, Tensors], config: TrainConfig,
     log = log if run.main else None
     if resume and checkpoint_path is not None:
         _restore(run, checkpoint_path, log, label)
+    timed = []  # seconds of the epochs this process trains, for the finish estimate
     for epoch in range(run.start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         train_metrics = _train_epoch(run, data["train"], epoch, augment, label)
         val_metrics = evaluate(model, data["val"], config, device)
         row = _record_epoch(run, epoch, train_metrics, val_metrics,
                             time.perf_counter() - started, len(data["train"]["x"]))
+        timed.append(row["seconds"])
         if log:
-            log(format_epoch(label, row, config.epochs))
+            log(format_epoch(label, row, config.epochs,
+                             finish_estimate(timed, config.epochs - epoch)))
         if checkpoint_path is not None and run.main:
             _save(run, epoch, checkpoint_path, run_config)
     model.load_state_dict(run.best_state)
