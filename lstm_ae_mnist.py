@@ -42,7 +42,7 @@ RECIPE = Recipe(
                                                 Path, "data/mnist/ in the repository"),
                   no_download=False, val_size=5000, train_limit=0, test_limit=0,
                   classifier_input="latent", clip=[1.0], grid_epochs=2, lr_schedule="cosine",
-                  precision="auto", workers=1),
+                  precision="auto", workers=1, latent_size=None),
     mode_flag="input",
     modes={
         "row": dict(hidden_size=[128], lr=[1e-3, 3e-3], batch_size=[128], epochs=30, shift=2,
@@ -84,6 +84,9 @@ def add_data_flags(group) -> None:
 
 def add_task_flags(group) -> None:
     on_off = dict(action=argparse.BooleanOptionalAction)
+    add_setting(group, RECIPE, "--latent-size", "size K of the latent z, a linear bottleneck "
+                "after the encoder's last hidden state (none: the hidden size, the assignment's "
+                "architecture with the same parameter count)", type=positive_int)
     add_setting(group, RECIPE, "--ce-weight", "weight of the cross-entropy term; 0 trains "
                 "reconstruction alone, without a classifier", type=non_negative_float)
     add_setting(group, RECIPE, "--classifier-input", "what the classifier reads: the latent z, "
@@ -179,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
         return {}
     draw_figures(args, model, tensors, history, ctx)
     baselines = mnist_baselines(splits["train"]["x"], splits["test"]["x"], splits["test"]["y"],
-                                latent_size=model.model_args["hidden_size"])
+                                latent_size=model.latent_size)
     baselines["model_beats_pca"] = bool(test["reconstruction"] < baselines["pca_mse"])
     results = results_record(args, model, test, history, chosen, grid_rows, baselines, ctx)
     results["n_test"] = len(splits["test"]["x"])
@@ -203,6 +206,7 @@ def model_settings(args: argparse.Namespace, splits: dict) -> dict:
                       classifier_input=args.classifier_input, forget_bias=args.forget_bias,
                       chrono_steps=train_x.shape[1] if args.chrono else None,
                       init=args.init, reverse_output=args.reverse_output,
+                      latent_size=args.latent_size,
                       position_periods=(POSITION_PERIODS[args.input]
                                         if args.decoder_position else None))
     if args.standardize_input:
@@ -249,6 +253,7 @@ def results_record(args, model, test: dict, history: list, chosen, grid_rows: li
     epoch_seconds = [row["seconds"] for row in history]
     return {
         "experiment": f"mnist_{args.input}", "chosen_config": chosen, "model": model.model_args,
+        "latent_size": model.latent_size,
         "test_accuracy": test.get("accuracy"), "test_reconstruction_mse": test["reconstruction"],
         "test_cross_entropy": test.get("classification"),
         "best_val_accuracy": max((row.get("val_accuracy", 0.0) for row in history), default=None),
