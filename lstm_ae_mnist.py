@@ -12,8 +12,10 @@ trained for longer, and the official 10,000 test images give the final numbers.
     python lstm_ae_mnist.py --quick           # smoke run on a slice of the data
 
 Figures (--figures-dir, default RUN_DIR/figures/): fig2_1_mnist_<input>_grid.png
-(validation curves of the grid), fig2_2_mnist_<input>_reconstructions.png, and the
-loss and accuracy curves fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png.
+(validation curves of the grid), fig2_2_mnist_<input>_reconstructions.png, the
+loss and accuracy curves fig2_3_mnist_row_training.png or fig2_4_mnist_pixel_training.png,
+fig2_5_mnist_<input>_latents.png (test latents on two principal components) and, with
+--latent-sweep, fig2_6_mnist_<input>_rate_distortion.png.
 Results (--run-dir, default runs/mnist_<input>/): grid.csv, results.json (with the
 baselines of baselines.py beside the test numbers), final.pt. Defaults that depend
 on --input are in RECIPE (modes); flags given explicitly win.
@@ -42,7 +44,8 @@ RECIPE = Recipe(
                                                 Path, "data/mnist/ in the repository"),
                   no_download=False, val_size=5000, train_limit=0, test_limit=0,
                   classifier_input="latent", clip=[1.0], grid_epochs=2, lr_schedule="cosine",
-                  precision="auto", workers=1, latent_size=None),
+                  precision="auto", workers=1, latent_size=None,
+                  export_latents=False),
     mode_flag="input",
     modes={
         "row": dict(hidden_size=[128], lr=[1e-3, 3e-3], batch_size=[128], epochs=30, shift=2,
@@ -56,6 +59,7 @@ RECIPE = Recipe(
                batch_size=[100], epochs=2, grid_epochs=1))
 DATA_FLAGS = ("input", "val_size", "train_limit", "test_limit")
 FIGURE_OF_INPUT = {"row": "fig2_3", "pixel": "fig2_4"}
+FIGURE_POINTS = 2000   # test latents drawn in the latent figure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +91,9 @@ def add_task_flags(group) -> None:
     add_setting(group, RECIPE, "--latent-size", "size K of the latent z, a linear bottleneck "
                 "after the encoder's last hidden state (none: the hidden size, the assignment's "
                 "architecture with the same parameter count)", type=positive_int)
+    add_setting(group, RECIPE, "--export-latents", "write RUN_DIR/latents.npz: the test images' "
+                "latents z (n_test, latent) and their labels; also with --eval-only",
+                action="store_true")
     add_setting(group, RECIPE, "--ce-weight", "weight of the cross-entropy term; 0 trains "
                 "reconstruction alone, without a classifier", type=non_negative_float)
     add_setting(group, RECIPE, "--classifier-input", "what the classifier reads: the latent z, "
@@ -118,8 +125,10 @@ if __name__ == "__main__":  # a bad flag is refused here, before torch loads (ab
     parse_settings(build_parser(), RECIPE, sys.argv[1:], check_paths)
 
 import hashlib  # noqa: E402
+import io  # noqa: E402
 from functools import partial  # noqa: E402
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation,  # noqa: E402
@@ -129,10 +138,13 @@ from lstm_ae.cli.main import run_main  # noqa: E402
 from lstm_ae.datasets.augmentation import random_shift  # noqa: E402
 from lstm_ae.datasets.mnist import acquire_mnist, load_mnist, mnist_splits  # noqa: E402
 from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
-from lstm_ae.engine.training import TrainConfig, evaluate, predict, to_device  # noqa: E402
+from lstm_ae.engine.training import (TrainConfig, encode_latents, evaluate,  # noqa: E402
+                                     predict, to_device)
 from lstm_ae.errors import UserError  # noqa: E402
+from lstm_ae.files import write_bytes_atomic  # noqa: E402
 from lstm_ae.evaluation.baselines import mnist_baselines  # noqa: E402
-from lstm_ae.reporting.figures import plot_curves, plot_digits, plot_history  # noqa: E402
+from lstm_ae.reporting.figures import (plot_curves, plot_digits, plot_history,  # noqa: E402
+                                       plot_latents)
 from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
 
 
@@ -181,6 +193,7 @@ def run(args: argparse.Namespace) -> dict:
     if not ctx.is_main:  # the test split shared among the ranks above; rank 0 writes
         return {}
     draw_figures(args, model, tensors, history, ctx)
+    latent_outputs(args, model, splits, tensors, ctx)
     baselines = mnist_baselines(splits["train"]["x"], splits["test"]["x"], splits["test"]["y"],
                                 latent_size=model.latent_size)
     baselines["model_beats_pca"] = bool(test["reconstruction"] < baselines["pca_mse"])
@@ -246,6 +259,23 @@ def draw_figures(args: argparse.Namespace, model, tensors: dict, history: list, 
         panels.append(("accuracy (%)", ["train_accuracy", "val_accuracy"]))
     plot_history(history, panels, ctx.figures / f"{FIGURE_OF_INPUT[args.input]}_{prefix}_training.png",
                  f"MNIST {args.input} by {args.input}: loss and accuracy per epoch")
+
+
+def latent_outputs(args: argparse.Namespace, model, splits: dict, tensors: dict, ctx) -> None:
+    """Fig 2.5 (the first FIGURE_POINTS test latents on their first two principal
+    components), and RUN_DIR/latents.npz with --export-latents (every test image)."""
+    n = len(splits["test"]["x"]) if args.export_latents else min(FIGURE_POINTS, len(splits["test"]["x"]))
+    z = encode_latents(model, tensors["test"]["x"][:n], ctx.device, ctx.precision)
+    labels = np.asarray(splits["test"]["y"][:n], dtype=np.int64)
+    plot_latents(z[:FIGURE_POINTS], labels[:FIGURE_POINTS],
+                 ctx.figures / f"fig2_5_mnist_{args.input}_latents.png",
+                 f"MNIST {args.input} by {args.input}: test latents (K={model.latent_size}), "
+                 "first two principal components")
+    if args.export_latents:
+        buffer = io.BytesIO()
+        np.savez(buffer, z=z, labels=labels)
+        write_bytes_atomic(ctx.run_dir / "latents.npz", buffer.getvalue())
+        print(f"latents: {ctx.run_dir / 'latents.npz'} ({z.shape[0]:,} x {z.shape[1]})")
 
 
 def results_record(args, model, test: dict, history: list, chosen, grid_rows: list,

@@ -153,6 +153,19 @@ def predict(model: LSTMAutoencoder, x: torch.Tensor, device: torch.device,
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
+@torch.no_grad()
+def encode_latents(model: LSTMAutoencoder, x: torch.Tensor, device: torch.device,
+                   precision: str = "fp32", batch_size: int = 1024) -> np.ndarray:
+    """The latents z of x (batch, time, features), in eval mode: (batch, latent) float32."""
+    model.eval()
+    parts = []
+    for start in range(0, len(x), batch_size):
+        with autocast(device, precision):
+            z, _ = model.encode(x[start:start + batch_size].to(device))
+        parts.append(z.float().cpu().numpy())
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
 # ----------------------------------------------------------------------------
 # Optimisation
 # ----------------------------------------------------------------------------

@@ -122,6 +122,39 @@ def plot_digits(originals: np.ndarray, reconstructions: np.ndarray, path: Path, 
     return save_figure(fig, path)
 
 
+def latent_pca(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, 2), fraction of the variance each holds (2,)): z (n, latent)
+    projected on its first two principal components (numpy SVD of the centred z)."""
+    centred = np.asarray(z, dtype=np.float64) - np.mean(z, axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    total = float(np.sum(s ** 2)) or 1.0
+    points = np.zeros((len(centred), 2))
+    shares = np.zeros(2)
+    k = min(2, vt.shape[0])
+    points[:, :k] = centred @ vt[:k].T
+    shares[:k] = s[:k] ** 2 / total
+    return points, shares
+
+
+def plot_latents(z: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
+    """Latents z (n, latent) on their first two principal components, coloured by
+    label, with a legend (report Fig 2.5)."""
+    points, shares = latent_pca(z)
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    colours = plt.cm.tab10(np.linspace(0, 1, 10))
+    for k, label in enumerate(np.unique(labels)):
+        chosen = labels == label
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=6, alpha=0.7,
+                   color=colours[k % 10], label=str(label))
+    ax.set(title=title, xlabel=f"PC 1 ({100 * shares[0]:.0f}% of variance)",
+           ylabel=f"PC 2 ({100 * shares[1]:.0f}% of variance)")
+    ax.legend(title="digit", markerscale=3, fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
 def plot_forecast(dates: np.ndarray, truth: np.ndarray, one_step: np.ndarray,
                   multi_step: np.ndarray, flat: np.ndarray, start: int, path: Path,
                   title: str, ylabel: str = "price") -> Path:
