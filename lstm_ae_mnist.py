@@ -45,7 +45,7 @@ RECIPE = Recipe(
                   no_download=False, val_size=5000, train_limit=0, test_limit=0,
                   classifier_input="latent", clip=[1.0], grid_epochs=2, lr_schedule="cosine",
                   precision="auto", workers=1, latent_size=None,
-                  export_latents=False),
+                  export_latents=False, reconstruction_loss="mse"),
     mode_flag="input",
     modes={
         "row": dict(hidden_size=[128], lr=[1e-3, 3e-3], batch_size=[128], epochs=30, shift=2,
@@ -94,6 +94,9 @@ def add_task_flags(group) -> None:
     add_setting(group, RECIPE, "--export-latents", "write RUN_DIR/latents.npz: the test images' "
                 "latents z (n_test, latent) and their labels; also with --eval-only",
                 action="store_true")
+    add_setting(group, RECIPE, "--reconstruction-loss", "what the reconstruction is trained on: "
+                "MSE, or binary cross-entropy of the sigmoid outputs; the test numbers are MSE "
+                "either way", choices=("mse", "bce"))
     add_setting(group, RECIPE, "--ce-weight", "weight of the cross-entropy term; 0 trains "
                 "reconstruction alone, without a classifier", type=non_negative_float)
     add_setting(group, RECIPE, "--classifier-input", "what the classifier reads: the latent z, "
@@ -219,9 +222,10 @@ def model_settings(args: argparse.Namespace, splits: dict) -> dict:
                       classifier_input=args.classifier_input, forget_bias=args.forget_bias,
                       chrono_steps=train_x.shape[1] if args.chrono else None,
                       init=args.init, reverse_output=args.reverse_output,
-                      latent_size=args.latent_size,
                       position_periods=(POSITION_PERIODS[args.input]
                                         if args.decoder_position else None))
+    if args.latent_size is not None:  # absent otherwise: grid keys as before the flag
+        model_args["latent_size"] = args.latent_size
     if args.standardize_input:
         model_args.update(input_mean=float(train_x.mean()), input_std=float(train_x.std()))
     return model_args
@@ -231,7 +235,11 @@ def train(args: argparse.Namespace, ctx, splits: dict, tensors: dict):
     """Grid search, then the best point for --epochs: (model, train config, history,
     chosen label, grid rows)."""
     points = grid_points(args, model_settings(args, splits),
-                         base_config(args, ctx.precision, ce_weight=args.ce_weight))
+                         base_config(args, ctx.precision, ce_weight=args.ce_weight,
+                                     reconstruction_loss=args.reconstruction_loss))
+    if args.reconstruction_loss != "mse":
+        for point in points:
+            point.params["loss"] = args.reconstruction_loss
     data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS + ("shift",)])
                             .encode()).hexdigest()
     run_config = dict(args_as_dict(args), script="lstm_ae_mnist")
@@ -254,7 +262,8 @@ def draw_figures(args: argparse.Namespace, model, tensors: dict, history: list, 
     plot_digits(shown.cpu().numpy().reshape(-1, 28, 28), rebuilt.reshape(-1, 28, 28),
                 ctx.figures / f"fig2_2_{prefix}_reconstructions.png",
                 f"Test digits (top) and their reconstructions, {args.input} by {args.input}")
-    panels = [("loss (MSE + w * CE)", ["train_loss", "val_loss"])]
+    trained_on = args.reconstruction_loss.upper()
+    panels = [(f"loss ({trained_on} + w * CE)", ["train_loss", "val_loss"])]
     if "val_accuracy" in history[0]:
         panels.append(("accuracy (%)", ["train_accuracy", "val_accuracy"]))
     plot_history(history, panels, ctx.figures / f"{FIGURE_OF_INPUT[args.input]}_{prefix}_training.png",

@@ -56,7 +56,10 @@ class GridPoint:
 
     def key(self, data_tag: str) -> str:
         """Identifies the point and everything it was trained with, for resuming."""
-        blob = json.dumps([self.model_args, asdict(self.train_config), data_tag], sort_keys=True)
+        train = asdict(self.train_config)
+        if train["reconstruction_loss"] == "mse":  # the keys of grids made before the field
+            del train["reconstruction_loss"]
+        blob = json.dumps([self.model_args, train, data_tag], sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

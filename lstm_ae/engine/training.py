@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     ce_weight: float = 0.0                # weight of the cross-entropy term
     prediction_weight: float = 0.0        # weight of the next-step MSE term
+    reconstruction_loss: str = "mse"      # trained on: mse, or bce (outputs in [0, 1])
 
 
 @dataclass
@@ -72,6 +73,14 @@ def reconstruction_loss(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.
     return F.mse_loss(reconstruction.float(), x)
 
 
+def binary_cross_entropy(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """BCE of outputs in [0, 1] (a sigmoid's) against targets in [0, 1], in fp32
+    outside autocast, the outputs clamped to [1e-6, 1 - 1e-6]."""
+    with torch.autocast(reconstruction.device.type, enabled=False):
+        probabilities = reconstruction.float().clamp(1e-6, 1 - 1e-6)
+        return F.binary_cross_entropy(probabilities, x.float())
+
+
 def next_step_loss(next_step: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Output step t predicts x_{t+1}; the last step has no target."""
     return F.mse_loss(next_step[:, :-1].float(), x[:, 1:])
@@ -80,8 +89,12 @@ def next_step_loss(next_step: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def loss_terms(model: LSTMAutoencoder, batch: Tensors, config: TrainConfig) -> dict[str, torch.Tensor]:
     """The loss and its parts for one batch; 'correct' counts right class guesses."""
     out = model(batch["x"])
-    terms = {"reconstruction": reconstruction_loss(out.reconstruction, batch["x"])}
-    total = terms["reconstruction"]
+    terms = {"reconstruction": reconstruction_loss(out.reconstruction, batch["x"])}  # always MSE
+    if config.reconstruction_loss == "bce":
+        terms["bce"] = binary_cross_entropy(out.reconstruction, batch["x"])
+        total = terms["bce"]
+    else:
+        total = terms["reconstruction"]
     if out.logits is not None and "y" in batch:
         terms["classification"] = F.cross_entropy(out.logits.float(), batch["y"])
         total = total + config.ce_weight * terms["classification"]
@@ -313,7 +326,8 @@ def _restore(run: _Run, checkpoint_path: Path, log, label: str) -> None:
 
 def _load_resume_state(checkpoint_path: Path, config: TrainConfig, model: LSTMAutoencoder) -> dict:
     checkpoint = load_checkpoint(checkpoint_path)
-    changed = setting_differences({**checkpoint["model_config"], **checkpoint["train_config"]},
+    stored = {"reconstruction_loss": "mse", **checkpoint["train_config"]}  # older: mse
+    changed = setting_differences({**checkpoint["model_config"], **stored},
                                   {**model.model_args, **asdict(config)})
     if changed:
         raise UserError(f"--resume: checkpoint {checkpoint_path} was made with other settings "
