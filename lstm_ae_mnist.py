@@ -45,7 +45,8 @@ RECIPE = Recipe(
                   no_download=False, val_size=5000, train_limit=0, test_limit=0,
                   classifier_input="latent", clip=[1.0], grid_epochs=2, lr_schedule="cosine",
                   precision="auto", workers=1, latent_size=None,
-                  export_latents=False, reconstruction_loss="mse"),
+                  export_latents=False, reconstruction_loss="mse",
+                  latent_sweep=None),
     mode_flag="input",
     modes={
         "row": dict(hidden_size=[128], lr=[1e-3, 3e-3], batch_size=[128], epochs=30, shift=2,
@@ -91,6 +92,9 @@ def add_task_flags(group) -> None:
     add_setting(group, RECIPE, "--latent-size", "size K of the latent z, a linear bottleneck "
                 "after the encoder's last hidden state (none: the hidden size, the assignment's "
                 "architecture with the same parameter count)", type=positive_int)
+    add_setting(group, RECIPE, "--latent-sweep", "run once per latent size K, in "
+                "RUN_DIR/latent_K/ (--resume skips a finished one), then write "
+                "RUN_DIR/rate_distortion.csv and .json and Fig 2.6", type=positive_int, nargs="+")
     add_setting(group, RECIPE, "--export-latents", "write RUN_DIR/latents.npz: the test images' "
                 "latents z (n_test, latent) and their labels; also with --eval-only",
                 action="store_true")
@@ -127,8 +131,11 @@ def check_paths(args: argparse.Namespace) -> None:
 if __name__ == "__main__":  # a bad flag is refused here, before torch loads (about 3 s)
     parse_settings(build_parser(), RECIPE, sys.argv[1:], check_paths)
 
+import copy  # noqa: E402
+import csv  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
+import json  # noqa: E402
 from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -144,10 +151,10 @@ from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
 from lstm_ae.engine.training import (TrainConfig, encode_latents, evaluate,  # noqa: E402
                                      predict, to_device)
 from lstm_ae.errors import UserError  # noqa: E402
-from lstm_ae.files import write_bytes_atomic  # noqa: E402
-from lstm_ae.evaluation.baselines import mnist_baselines  # noqa: E402
+from lstm_ae.files import write_bytes_atomic, write_json, write_text_atomic  # noqa: E402
+from lstm_ae.evaluation.baselines import mnist_baselines, pca_mse_curve  # noqa: E402
 from lstm_ae.reporting.figures import (plot_curves, plot_digits, plot_history,  # noqa: E402
-                                       plot_latents)
+                                       plot_latents, plot_rate_distortion)
 from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
 
 
@@ -177,6 +184,8 @@ def check_sizes(args: argparse.Namespace, arrays: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.latent_sweep:
+        return latent_sweep(args)
     ctx = prepare_run(args, f"mnist_{args.input}")
     if args.eval_only:
         model, checkpoint = load_for_evaluation(args, ctx.device, DATA_FLAGS)
@@ -210,6 +219,52 @@ def run(args: argparse.Namespace) -> dict:
     print(baseline_summary(test["reconstruction"], baselines, classify=test.get("accuracy") is not None))
     print(f"results: {ctx.run_dir / 'results.json'}   figures: {ctx.figures}")
     return results
+
+
+def latent_sweep(args: argparse.Namespace) -> dict:
+    """One run per --latent-sweep size in RUN_DIR/latent_K/, then the rate-distortion
+    table (RUN_DIR/rate_distortion.csv and .json) and Fig 2.6."""
+    run_dir, sizes = Path(args.run_dir), sorted(set(args.latent_sweep))
+    runs = {}
+    for k in sizes:
+        sub = copy.copy(args)
+        sub.latent_sweep, sub.latent_size = None, k
+        sub.run_dir = run_dir / f"latent_{k}"
+        sub.figures_dir = sub.run_dir / "figures"
+        done = sub.run_dir / "results.json"
+        if args.resume and done.exists():
+            print(f"latent size {k}: done, {done} kept")
+            runs[k] = json.loads(done.read_text())
+            continue
+        print(f"\n=== latent size {k} ===", flush=True)
+        runs[k] = run(sub)
+    pca = pca_at_sizes(args, sizes)
+    rows = [dict(latent_size=k, model_test_mse=runs[k]["test_reconstruction_mse"],
+                 pca_test_mse=p, test_accuracy=runs[k]["test_accuracy"])
+            for k, p in zip(sizes, pca)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run_dir / "rate_distortion.csv", buffer.getvalue())
+    write_json(run_dir / "rate_distortion.json", {"experiment": f"mnist_{args.input}", "rows": rows})
+    figures = Path(args.figures_dir or run_dir / "figures")
+    plot_rate_distortion(sizes, {"LSTM autoencoder": [r["model_test_mse"] for r in rows],
+                                 "PCA, K components": pca},
+                         figures / f"fig2_6_mnist_{args.input}_rate_distortion.png",
+                         f"MNIST {args.input} by {args.input}: test MSE against latent size")
+    print(f"rate-distortion: {run_dir / 'rate_distortion.csv'}   figure: {figures}")
+    return {"rows": rows}
+
+
+def pca_at_sizes(args: argparse.Namespace, sizes: list) -> list[float]:
+    """PCA's test MSE with K components for every K, on the runs' splits."""
+    args = copy.copy(args)
+    arrays = load_mnist(args.data_dir)
+    check_sizes(args, arrays)
+    splits = mnist_splits(arrays, args.input, args.val_size,
+                          args.train_limit or None, args.test_limit or None)
+    return pca_mse_curve(splits["train"]["x"], splits["test"]["x"], sizes)
 
 
 def model_settings(args: argparse.Namespace, splits: dict) -> dict:

@@ -71,6 +71,20 @@ def pca_mse(train: np.ndarray, test: np.ndarray, k: int) -> float:
     return float(((centred - rebuilt) ** 2).mean())
 
 
+def pca_mse_curve(train: np.ndarray, test: np.ndarray, sizes) -> list[float]:
+    """pca_mse(train, test, k) for every k of ``sizes``, from one SVD (that of the
+    largest k)."""
+    sizes = [int(k) for k in sizes]
+    mean, components = pca_components(train, max(sizes, default=0))
+    centred = _flat(test) - mean
+    curve = []
+    for k in sizes:
+        top = components[:k]
+        rebuilt = centred @ top.T @ top
+        curve.append(float(((centred - rebuilt) ** 2).mean()))
+    return curve
+
+
 def chance_accuracy(test_labels: np.ndarray, n_classes: Optional[int] = None) -> float:
     """Accuracy of always guessing the most frequent test class (at least 1 / n_classes)."""
     labels = np.asarray(test_labels).ravel()

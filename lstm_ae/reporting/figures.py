@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -152,6 +153,24 @@ def plot_latents(z: np.ndarray, labels: np.ndarray, path: Path, title: str) -> P
     ax.legend(title="digit", markerscale=3, fontsize="small", loc="upper left",
               bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_rate_distortion(sizes: Sequence[int], curves: dict[str, Sequence[float]], path: Path,
+                         title: str, ylabel: str = "test reconstruction MSE") -> Path:
+    """Error against latent size, one curve with markers per entry, on a log2 x axis
+    labelled with the sizes themselves (report Fig 2.6)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (label, values), marker in zip(curves.items(), "osD^v"):
+        ax.plot(sizes, values, marker=marker, label=label, lw=1.4)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(list(sizes))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(title=title, xlabel="latent size K", ylabel=ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     return save_figure(fig, path)
 
 
