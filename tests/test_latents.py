@@ -1,0 +1,112 @@
+"""MNIST latent size, latent export, BCE training and the latent sweep, on the fixture."""
+
+import csv
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lstm_ae_mnist
+from conftest import is_png, refused
+from lstm_ae.datasets.mnist import load_mnist, mnist_splits
+from lstm_ae.engine.checkpoints import CHECKPOINT_FORMAT, load_model
+from lstm_ae.engine.training import TrainConfig
+from lstm_ae.evaluation.baselines import pca_mse, pca_mse_curve
+from models import LSTMAutoencoder
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "mnist.md"
+
+
+def run_quick(tmp_path, mnist_dir, *extra):
+    return lstm_ae_mnist.main(["--quick", "--no-download", "--data-dir", str(mnist_dir),
+                               "--run-dir", str(tmp_path / "run"), "--lr", "1e-2",
+                               "--epochs", "1", "--hidden-size", "8", "--quiet", *extra])
+
+
+def test_latent_size_sets_the_shape_of_z_and_keeps_the_reconstruction():
+    x = torch.rand(3, 28, 28)
+    plain, default = LSTMAutoencoder(28, 12), LSTMAutoencoder(28, 12, latent_size=None)
+    small = LSTMAutoencoder(28, 12, latent_size=16)
+    assert plain.encode(x)[0].shape == (3, 12) and small.encode(x)[0].shape == (3, 16)
+    assert small(x).reconstruction.shape == (3, 28, 28) and small.latent_size == 16
+    assert default.n_parameters() == plain.n_parameters() != small.n_parameters()
+
+
+def test_pca_mse_curve_equals_a_direct_numpy_computation():
+    rng = np.random.default_rng(0)
+    train, test = rng.random((40, 6, 5)), rng.random((10, 6, 5))
+    flat_train, flat_test = train.reshape(40, -1), test.reshape(10, -1)
+    mean = flat_train.mean(0)
+    _, _, vt = np.linalg.svd(flat_train - mean, full_matrices=False)
+    expected = []
+    for k in (1, 3, 8):
+        projected = (flat_test - mean) @ vt[:k].T @ vt[:k]
+        expected.append(np.mean((flat_test - mean - projected) ** 2))
+    assert pca_mse_curve(train, test, [1, 3, 8]) == pytest.approx(expected, rel=1e-9)
+    assert pca_mse_curve(train, test, [3])[0] == pytest.approx(pca_mse(train, test, 3), rel=1e-12)
+
+
+def test_export_equals_encode_and_bce_runs_report_mse(tmp_path, mnist_dir):
+    results = run_quick(tmp_path, mnist_dir, "--latent-size", "4", "--export-latents",
+                        "--reconstruction-loss", "bce")
+    run = tmp_path / "run"
+    assert is_png(run / "figures" / "fig2_5_mnist_row_latents.png")
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["latent_size"] == 4 and saved["baselines"]["pca_components"] == 4
+    assert saved["chosen_config"].endswith("loss=bce")
+    model = load_model(run / "final.pt")
+    test_x = torch.from_numpy(mnist_splits(load_mnist(mnist_dir), "row", 60)["test"]["x"])
+    with torch.no_grad():
+        z, _ = model.encode(test_x)
+        mse = float(((model(test_x).reconstruction - test_x) ** 2).mean())
+    exported = np.load(run / "latents.npz")
+    assert exported["z"].dtype == np.float32 and exported["labels"].dtype == np.int64
+    assert np.allclose(exported["z"], z.numpy(), atol=1e-6) and exported["z"].shape == (100, 4)
+    assert results["test_reconstruction_mse"] == pytest.approx(mse, rel=1e-5)   # MSE, not BCE
+    (run / "latents.npz").unlink()
+    run_quick(tmp_path, mnist_dir, "--eval-only", "--export-latents")
+    assert np.allclose(np.load(run / "latents.npz")["z"], z.numpy(), atol=1e-6)
+
+
+def test_older_train_configs_read_as_mse():
+    stored = {k: v for k, v in asdict(TrainConfig()).items() if k != "reconstruction_loss"}
+    assert TrainConfig(**stored).reconstruction_loss == "mse"
+
+
+def test_latent_sweep_writes_the_table_and_fig_2_6(tmp_path, mnist_dir, capsys):
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2", "4")
+    run = tmp_path / "run"
+    with open(run / "rate_distortion.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["latent_size"]) for row in rows] == [2, 4]
+    assert is_png(run / "figures" / "fig2_6_mnist_row_rate_distortion.png")
+    for row in rows:
+        child = json.loads((run / f"latent_{row['latent_size']}" / "results.json").read_text())
+        assert float(row["model_test_mse"]) == pytest.approx(child["test_reconstruction_mse"])
+        assert float(row["pca_test_mse"]) == pytest.approx(child["baselines"]["pca_mse"], rel=1e-9)
+    assert json.loads((run / "rate_distortion.json").read_text())["rows"][1]["latent_size"] == 4
+    capsys.readouterr()
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2", "4", "--resume")
+    assert capsys.readouterr().out.count(": done,") == 2
+
+
+def test_latent_size_zero_is_refused_in_one_line(tmp_path, mnist_dir, capsys):
+    refused(capsys, lambda: run_quick(tmp_path, mnist_dir, "--latent-size", "0"),
+            "--latent-size", untouched=[tmp_path])
+
+
+def test_the_docs_snippet_encodes_digits(tmp_path):
+    section = DOCS.read_text().split("## Latent size and what the latent holds")[1].split("\n## ")[0]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    model = LSTMAutoencoder(28, 8, latent_size=3, output_activation="sigmoid")
+    path = tmp_path / "final.pt"
+    torch.save(dict(format=CHECKPOINT_FORMAT,
+                    model_config=model.model_args, best_model_state=model.state_dict(),
+                    run_config={}), path)
+    namespace = {}
+    exec(snippet.replace("runs/mnist_row/final.pt", str(path)), namespace)
+    assert namespace["z"].shape == (5, 3)
