@@ -39,7 +39,8 @@ from lstm_ae.errors import UserError
 from lstm_ae.files import write_error_message
 
 LOCK_NAME = ".lock"
-RECORD_FILES = ("grid.csv", "results.json")   # besides the checkpoints, *.pt
+RECORD_FILES = ("grid.csv", "results.json", "latents.npz", "rate_distortion.csv",
+                "rate_distortion.json")   # besides the checkpoints, *.pt
 
 
 def shown(path: Path) -> str:
