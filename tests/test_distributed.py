@@ -14,7 +14,7 @@ from lstm_ae.engine import distributed, runtime
 import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
-from conftest import REPO_ROOT, is_png, no_temp_files, write_mnist, write_prices_csv
+from conftest import REPO_ROOT, clean_env, is_png, no_temp_files, write_mnist, write_prices_csv
 from lstm_ae.errors import UserError
 from models import LSTMAutoencoder
 from lstm_ae.engine.training import fit, to_device
@@ -67,21 +67,16 @@ def test_a_rank_that_dies_ends_the_run_with_one_line():
                                   "the other processes were stopped")
 
 
-def test_procs_auto_and_limits():
-    assert distributed.resolve_procs("auto", CPU, bf16_native=True) == distributed.cpu_cores()
-    assert distributed.resolve_procs("auto", CPU, bf16_native=False) == 1   # measured: AVX2
+def test_procs_auto_and_limits(monkeypatch):
+    assert distributed.resolve_procs("auto", CPU) == 1     # where no probe chose (--eval-only)
     assert distributed.resolve_procs("3", CPU) == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert distributed.resolve_procs("auto", torch.device("cuda")) == 4   # one per GPU
+    assert distributed.resolve_procs("auto", torch.device("mps")) == 1
     with pytest.raises(UserError, match="MPS"):
         distributed.resolve_procs("2", torch.device("mps"))
-
-
-def test_precision_rule_follows_the_measurements():
-    rule = runtime.choose_precision
-    assert rule(False, CPU, 1, 256) == "fp32"                 # no native bf16: never
-    assert rule(True, CPU, 1, 32) == "bf16"                   # one-thread process
-    assert rule(True, CPU, 2, 32) == "fp32"                   # 2 threads, small batch
-    assert rule(True, CPU, 2, 128) == "bf16"                  # 2 threads, batch 128
-    assert rule(True, torch.device("cuda"), 8, 32) == "bf16"
+    with pytest.raises(UserError, match="only 4 GPU"):
+        distributed.resolve_procs("5", torch.device("cuda"))
 
 
 # ----------------------------------------------------------------------------
@@ -139,7 +134,7 @@ def one_process_results(tmp_path_factory):
 def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_results):
     one = one_process_results(name)
     module, flags, numbers = script_args(name, tmp_path, "two")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
+    env = clean_env()
     script = REPO_ROOT / f"{module.__name__}.py"
     if how == "procs":
         command = [sys.executable, str(script), *flags, "--procs", "2"]

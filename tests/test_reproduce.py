@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,16 +17,12 @@ import pytest
 
 import reproduce
 from lstm_ae.reporting import results_page
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, clean_env
 from lstm_ae.reporting.provenance import code_version
 from lstm_ae.engine.progress import EpochProgress
 
 KEY = re.compile(r"`([^`]+)`")
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.ASCII)
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
 
 
 def reproduce_cli(*args: str) -> subprocess.CompletedProcess:
