@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from lstm_ae.engine import distributed, runtime
+from lstm_ae.engine import distributed
 import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
@@ -124,7 +124,12 @@ def one_process_results(tmp_path_factory):
         if name not in cache:
             folder = tmp_path_factory.mktemp(name)
             module, flags, numbers = script_args(name, folder, "one")
-            cache[name] = numbers(module.main(flags + ["--workers", "1"]))
+            results = module.main(flags + ["--workers", "1"])
+            layout = results["provenance"]["layout"]     # one process: recorded too
+            assert (layout["processes"], layout["launcher"]) == (1, "one process")
+            assert {"device", "threads_per_process", "precision", "reason",
+                    "processes_chosen_by", "precision_chosen_by"} <= set(layout)
+            cache[name] = numbers(results)
         return cache[name]
     return get
 
@@ -149,6 +154,8 @@ def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_
     layout = two["provenance"]["layout"]      # recorded by every script, under either launcher
     assert (layout["processes"], layout["threads_per_process"]) == (2, 1)
     assert layout["launcher"] == ("--procs" if how == "procs" else "torchrun")
+    assert layout["processes_chosen_by"] == ("given" if how == "procs" else "torchrun")
+    assert {"device", "precision", "reason", "precision_chosen_by"} <= set(layout)
     assert done.stdout.count("layout: cpu, 2 processes x 1 thread, ") == 1
     for a, b in zip(one, numbers(two)):
         assert b == pytest.approx(a, rel=0.02)
