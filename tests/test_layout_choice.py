@@ -191,6 +191,22 @@ def test_the_record_says_why_under_torchrun(monkeypatch, fake_rates):
     assert run_layout.layout_line(record).startswith("layout: cpu, 2 processes x ")
 
 
+@pytest.mark.parametrize("module, argv", [(lstm_ae_toy, []), (lstm_ae_snp500, []),
+                                          (lstm_ae_mnist, ["--input", "row"]),
+                                          (lstm_ae_mnist, ["--input", "pixel"])])
+def test_every_script_uses_and_records_the_measured_choice(fake_rates, module, argv):
+    calls = fake_rates({"1x2 fp32": 100.0, "2x1 fp32": 250.0, "1x2 bf16": 50.0, "2x1 bf16": 60.0})
+    args = decided(argv + ["--procs", "auto", "--precision", "auto"], module)
+    assert (args.procs, args.threads, args.precision) == ("2", 1, "fp32")
+    assert calls and all("bf16" not in label for label in calls) == (argv != ["--input", "pixel"])
+    record = run_layout.layout_record(args, Ctx(2))
+    assert record["reason"] == record["processes_chosen_by"] == record["precision_chosen_by"] \
+        == "measured"
+    assert record["probe_choice"] == "2x1 fp32" and record["probe_samples_per_s"]["2x1 fp32"] == 250
+    line = run_layout.layout_line(record)
+    assert line.startswith("layout: cpu, 2 processes x 1 thread, fp32 (measured: 250 samples/s; ")
+
+
 # ----------------------------------------------------------------------------
 # Each script's probe shape: its real default model and batch
 # ----------------------------------------------------------------------------
