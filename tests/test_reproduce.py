@@ -26,7 +26,8 @@ NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.ASCII)
 
 
 def reproduce_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "reproduce.py", *args], cwd=REPO_ROOT, env=clean_env(),
+    return subprocess.run([sys.executable, "reproduce.py", *args], cwd=REPO_ROOT,
+                          env=clean_env(LSTM_AE_PROCS="1"),  # --procs auto: tested where named
                           capture_output=True, text=True, timeout=600)
 
 
