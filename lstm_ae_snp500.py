@@ -66,6 +66,9 @@ RECIPE = Recipe(
 DATA_FLAGS = ("data", "field", "start", "end", "window", "stride", "split", "scale",
               "max_gap", "complete_only")
 HORIZONS_REPORTED = (1, 5, 20, 60, 120, 250)
+MODEL_ARGS = dict(input_size=1, output_activation="none")   # the reconstruction model
+# Whether bf16 was checked not to cost accuracy here: no, so --precision auto stays fp32.
+BF16_CHECKED = False
 MULTI_STEP_DM_LAGS = 20     # a trading month of autocovariances for the fed-back path
 
 
@@ -135,6 +138,7 @@ from lstm_ae.cli.main import run_main  # noqa: E402
 from lstm_ae.datasets.price_windows import (Series, choose_tickers, model_windows,  # noqa: E402
                                             split_series, stock_series, window_starts)
 from lstm_ae.datasets.prices import load_prices  # noqa: E402
+from lstm_ae.engine.layout import ProbeShape  # noqa: E402
 from lstm_ae.engine.training import to_device  # noqa: E402
 from lstm_ae.errors import DataError, UserError  # noqa: E402
 from lstm_ae.evaluation import forecasting as fc  # noqa: E402
@@ -191,9 +195,8 @@ def run(args: argparse.Namespace) -> dict:
                    for name in ("train", "val")} for kind in ("whole", args.scale)}
     data_tag = hashlib.sha1(repr([args_as_dict(args)[k] for k in DATA_FLAGS]).encode()).hexdigest()
     if not args.eval_only:
-        model_args = dict(input_size=1, output_activation="none")
         run_config = dict(args_as_dict(args), script="lstm_ae_snp500")
-        points = grid_points(args, model_args, base_config(args, precision))
+        points = grid_points(args, MODEL_ARGS, base_config(args, precision))
         recon = search_then_train(args, points, data["whole"], to_device(data["whole"], device),
                                   device, data_tag, run_config, data_flags=DATA_FLAGS)
         pred_point = replace(recon.point, model_args=dict(recon.point.model_args, predict_next=True,
@@ -380,9 +383,18 @@ def print_summary(results: dict, run_dir: Path, figures: Path) -> None:
           f"results: {run_dir / 'results.json'}   figures: {figures}")
 
 
+def probe_shape(args: argparse.Namespace) -> ProbeShape:
+    """The model and batch --procs/--precision auto measure: the reconstruction
+    model's first grid point on windows of --window days (validation about a third
+    of the training windows: the 60/20/20 split)."""
+    model = dict(MODEL_ARGS, hidden_size=args.hidden_size[0], num_layers=args.num_layers[0])
+    return ProbeShape(model, steps=args.window, batch_size=args.batch_size[0], val_fraction=1 / 3)
+
+
 def main(argv: list[str] | None = None) -> dict:
     return run_main(build_parser(), RECIPE, run, argv, experiment="snp500", check=check_paths,
-                    checkpoints=("final.pt", "final_prediction.pt"))
+                    checkpoints=("final.pt", "final_prediction.pt"), probe_shape=probe_shape,
+                    allow_bf16=BF16_CHECKED)
 
 
 if __name__ == "__main__":

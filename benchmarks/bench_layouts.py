@@ -1,73 +1,95 @@
-"""Every candidate process layout on each part's default model and batch, in one run.
+"""Every candidate process layout on each part's default model and batch, and what
+--procs auto --precision auto picks, in one run.
 
 For the toy, MNIST row by row, MNIST pixel by pixel and the S&P model (each
-part's first grid point), prints the samples/s of every CPU layout candidate
-(processes x threads per process x precision) as the training loop counts it
-(the probe of lstm_ae/engine/layout.py: two short epochs of random data of the
-real shape, training and validation), and the layout today's --procs/--precision
-auto rule picks. A benchmark, not a test: compare layouts within one run only.
+script's ``probe_shape``: its first grid point and batch), prints the samples/s
+of every CPU layout candidate (processes x threads per process x precision) as
+a run's epoch lines count them (training and validation of random data of the
+real shape through ``training.fit``), measured on epochs three times the probe's,
+then the layout the probe of lstm_ae/engine/layout.py picks (probed afresh, in a
+temporary cache: the user's cache is neither read nor written), auto/best, and
+the probe's own wall time. A benchmark, not a test: compare layouts within one
+run only, on an otherwise idle machine.
 
-    python benchmarks/bench_layouts.py               # all four parts
+    python benchmarks/bench_layouts.py               # all four parts, a few minutes on 2 cores
     python benchmarks/bench_layouts.py --parts pixel
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+import lstm_ae_mnist  # noqa: E402
+import lstm_ae_snp500  # noqa: E402
+import lstm_ae_toy  # noqa: E402
+from lstm_ae.cli.flags import parse_settings  # noqa: E402
 from lstm_ae.engine import distributed, layout  # noqa: E402
-from lstm_ae.engine.runtime import bf16_works_on, choose_precision, cpu_model  # noqa: E402
+from lstm_ae.engine.runtime import bf16_works_on, cpu_model  # noqa: E402
 
-# Each part's default model (its first grid point) and batch, as its RECIPE sets them.
+# part -> (script, its flags, whether auto may pick bf16 there)
 PARTS = {
-    "toy": layout.ProbeShape(dict(input_size=1, hidden_size=32, output_activation="sigmoid",
-                                  reverse_output=True, init="orthogonal", forget_bias=1.0),
-                             steps=50, batch_size=32, val_fraction=1 / 3),
-    "row": layout.ProbeShape(dict(input_size=28, hidden_size=128, n_classes=10),
-                             steps=28, batch_size=128, val_fraction=5 / 55, ce_weight=1.0),
-    "pixel": layout.ProbeShape(dict(input_size=1, hidden_size=64, n_classes=10, chrono_steps=784,
-                                    init="orthogonal", reverse_output=True,
-                                    position_periods=(7, 14, 28, 196, 392, 784)),
-                               steps=784, batch_size=32, val_fraction=5 / 55, ce_weight=0.1),
-    "snp500": layout.ProbeShape(dict(input_size=1, hidden_size=32, output_activation="none"),
-                                steps=50, batch_size=64, val_fraction=1 / 3),
+    "toy": (lstm_ae_toy, [], lstm_ae_toy.BF16_CHECKED),
+    "row": (lstm_ae_mnist, ["--input", "row"], lstm_ae_mnist.BF16_CHECKED["row"]),
+    "pixel": (lstm_ae_mnist, ["--input", "pixel"], lstm_ae_mnist.BF16_CHECKED["pixel"]),
+    "snp500": (lstm_ae_snp500, [], lstm_ae_snp500.BF16_CHECKED),
 }
 
 
-def rule_pick(shape: layout.ProbeShape, cores: int, bf16: bool) -> str:
-    """The layout --procs auto --precision auto picks today (distributed.resolve_procs,
-    runtime.choose_precision)."""
-    procs = distributed.resolve_procs("auto", torch.device("cpu"), bf16)
-    threads = max(1, cores // procs)
-    precision = choose_precision(bf16, torch.device("cpu"), threads,
-                                 max(1, shape.batch_size // procs))
-    return layout.Candidate(procs, threads, precision).label
+def part_shape(name: str) -> layout.ProbeShape:
+    """The part's probe shape as its script computes it from its default settings."""
+    module, argv, _ = PARTS[name]
+    return module.probe_shape(parse_settings(module.build_parser(), module.RECIPE, argv))
+
+
+def auto_pick(shape: layout.ProbeShape, allow_bf16: bool) -> tuple[str, float]:
+    """(label, probe seconds) of what --procs auto --precision auto picks (main points the
+    cache at an empty temporary folder, so this probes afresh)."""
+    started = time.perf_counter()
+    choice = layout.choose_layout(shape, "auto", "auto", None, allow_bf16, log=None)
+    return choice.candidate.label, time.perf_counter() - started
+
+
+def measure_part(name: str, candidates: list, batches: int) -> str:
+    """One table row: every candidate's samples/s, the best auto may pick, auto's pick."""
+    shape = part_shape(name)
+    allow = PARTS[name][2]
+    rates = {c.label: layout.probe(c, shape, batches) for c in candidates}
+    allowed = [c.label for c in candidates if c.precision == "fp32" or allow]
+    best = max(allowed, key=rates.get)
+    pick, seconds = auto_pick(shape, allow)
+    cells = " | ".join(f"{rates[c.label]:,.0f}" + ("" if c.label in allowed else " (not allowed)")
+                       for c in candidates)
+    return (f"| {name} ({shape.model['hidden_size']}, {shape.batch_size}) | {cells} | {best} | "
+            f"{pick} | {100 * rates[pick] / rates[best]:.0f}% | {seconds:.1f} s |")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(PARTS),
                         help="parts to measure (default: all four)")
+    parser.add_argument("--batches", type=int, default=3 * layout.PROBE_BATCHES,
+                        help="training batches per measured epoch (default: %(default)s)")
     args = parser.parse_args(argv)
     cores, bf16 = distributed.cpu_cores(), bf16_works_on(torch.device("cpu"))
+    candidates = layout.cpu_candidates(cores, bf16, "auto", "auto", None)
     print(f"{cpu_model()}, {cores} cores, native bf16: {'yes' if bf16 else 'no'}, "
-          f"torch {torch.__version__}")
-    print("| part | " + " | ".join(c.label for c in layout.cpu_candidates(cores, bf16, "auto", "auto", None))
-          + " | best | rule picks | rule vs best |")
-    for name in args.parts:
-        candidates = layout.cpu_candidates(cores, bf16, "auto", "auto", None)
-        rates = {c.label: layout.probe(c, PARTS[name]) for c in candidates}
-        best = max(rates, key=rates.get)
-        pick = rule_pick(PARTS[name], cores, bf16)
-        cells = " | ".join(f"{rates[c.label]:,.0f}" for c in candidates)
-        print(f"| {name} | {cells} | {best} | {pick} | "
-              f"{100 * rates.get(pick, float('nan')) / rates[best]:.0f}% |", flush=True)
+          f"torch {torch.__version__}; samples/s of epochs of {args.batches} batches")
+    print("| part (H, B) | " + " | ".join(c.label for c in candidates)
+          + " | best | auto picks | auto vs best | probe |")
+    print("| --- " * (len(candidates) + 5) + "|")
+    with tempfile.TemporaryDirectory(prefix="bench-layouts-") as cache:
+        os.environ[layout.CACHE_ENV] = cache       # this process only: the user's cache untouched
+        for name in args.parts:
+            print(measure_part(name, candidates, args.batches), flush=True)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,8 @@ def measure_layout(input_mode: str, hidden: int, batch: int, precision: str, bat
     """One layout, in each of its processes: (samples/s, threads, precision) of rank 0."""
     setup_runtime(distributed.threads_per_process(threads))
     device = resolve_device(device_name)
-    layout = distributed.init_process_group(device)
-    chosen = resolve_precision(precision, device, torch.get_num_threads(),
-                               max(1, batch // layout.world_size))
+    distributed.init_process_group(device)
+    chosen = resolve_precision(precision, device, allow_bf16=True)  # auto: bf16 wherever it runs
     rate = measure(input_mode, hidden, batch, chosen, batches, device)
     return rate, torch.get_num_threads(), chosen
 
@@ -87,7 +86,8 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="device (default: auto)")
     parser.add_argument("--procs", nargs="+", default=["1"],
-                        help="data-parallel layouts to compare, numbers of processes or auto; "
+                        help="data-parallel layouts to compare, numbers of processes or auto "
+                             "(one per GPU; one on the CPU: bench_layouts.py measures those); "
                              "each process gets --threads, else the cores shared out "
                              "(default: 1)")
     args = parser.parse_args(argv)
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
         name = f"procs={procs:<4s} {mode:5s} H={hidden:<4d} B={batch:<4d}"
         try:
             count = distributed.resolve_procs(procs, device)
-            resolve_precision(precision, device)  # bf16 where it cannot run: report, go on
+            resolve_precision(precision, device, allow_bf16=True)  # bf16 where it cannot run: report
         except Exception as error:
             print(f"{name} {precision:5s}: skipped ({error})")
             continue

@@ -13,6 +13,33 @@ from lstm_ae.datasets.standins import (idx_bytes, price_rows, write_mnist, write
 from lstm_ae.files import REPO_ROOT  # noqa: E402
 
 
+CACHE_ENV = "LSTM_AE_CACHE_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _layout_cache(tmp_path_factory):
+    """One layout cache for the whole session (and the scripts it starts): no test writes
+    ~/.cache, and a probe of one model shape is paid once."""
+    import os
+    folder = tmp_path_factory.mktemp("layout-cache")
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
+def clean_env(**extra) -> dict:
+    """os.environ without the LSTM_AE_ variables a user may have set (the session's
+    layout cache kept), plus ``extra``: for scripts run as subprocesses."""
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_") or k == CACHE_ENV}
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_and_clean_env(monkeypatch):
     """Tests run one thread each in one process (no oversubscription) and ignore users'

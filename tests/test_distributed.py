@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 
-from lstm_ae.engine import distributed, runtime
+from lstm_ae.engine import distributed
 import lstm_ae_mnist
 import lstm_ae_snp500
 import lstm_ae_toy
-from conftest import REPO_ROOT, is_png, no_temp_files, write_mnist, write_prices_csv
+from conftest import REPO_ROOT, clean_env, is_png, no_temp_files, write_mnist, write_prices_csv
 from lstm_ae.errors import UserError
 from models import LSTMAutoencoder
 from lstm_ae.engine.training import fit, to_device
@@ -67,21 +67,16 @@ def test_a_rank_that_dies_ends_the_run_with_one_line():
                                   "the other processes were stopped")
 
 
-def test_procs_auto_and_limits():
-    assert distributed.resolve_procs("auto", CPU, bf16_native=True) == distributed.cpu_cores()
-    assert distributed.resolve_procs("auto", CPU, bf16_native=False) == 1   # measured: AVX2
+def test_procs_auto_and_limits(monkeypatch):
+    assert distributed.resolve_procs("auto", CPU) == 1     # where no probe chose (--eval-only)
     assert distributed.resolve_procs("3", CPU) == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert distributed.resolve_procs("auto", torch.device("cuda")) == 4   # one per GPU
+    assert distributed.resolve_procs("auto", torch.device("mps")) == 1
     with pytest.raises(UserError, match="MPS"):
         distributed.resolve_procs("2", torch.device("mps"))
-
-
-def test_precision_rule_follows_the_measurements():
-    rule = runtime.choose_precision
-    assert rule(False, CPU, 1, 256) == "fp32"                 # no native bf16: never
-    assert rule(True, CPU, 1, 32) == "bf16"                   # one-thread process
-    assert rule(True, CPU, 2, 32) == "fp32"                   # 2 threads, small batch
-    assert rule(True, CPU, 2, 128) == "bf16"                  # 2 threads, batch 128
-    assert rule(True, torch.device("cuda"), 8, 32) == "bf16"
+    with pytest.raises(UserError, match="only 4 GPU"):
+        distributed.resolve_procs("5", torch.device("cuda"))
 
 
 # ----------------------------------------------------------------------------
@@ -129,7 +124,12 @@ def one_process_results(tmp_path_factory):
         if name not in cache:
             folder = tmp_path_factory.mktemp(name)
             module, flags, numbers = script_args(name, folder, "one")
-            cache[name] = numbers(module.main(flags + ["--workers", "1"]))
+            results = module.main(flags + ["--workers", "1"])
+            layout = results["provenance"]["layout"]     # one process: recorded too
+            assert (layout["processes"], layout["launcher"]) == (1, "one process")
+            assert {"device", "threads_per_process", "precision", "reason",
+                    "processes_chosen_by", "precision_chosen_by"} <= set(layout)
+            cache[name] = numbers(results)
         return cache[name]
     return get
 
@@ -139,7 +139,7 @@ def one_process_results(tmp_path_factory):
 def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_results):
     one = one_process_results(name)
     module, flags, numbers = script_args(name, tmp_path, "two")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
+    env = clean_env()
     script = REPO_ROOT / f"{module.__name__}.py"
     if how == "procs":
         command = [sys.executable, str(script), *flags, "--procs", "2"]
@@ -154,6 +154,8 @@ def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_
     layout = two["provenance"]["layout"]      # recorded by every script, under either launcher
     assert (layout["processes"], layout["threads_per_process"]) == (2, 1)
     assert layout["launcher"] == ("--procs" if how == "procs" else "torchrun")
+    assert layout["processes_chosen_by"] == ("given" if how == "procs" else "torchrun")
+    assert {"device", "precision", "reason", "precision_chosen_by"} <= set(layout)
     assert done.stdout.count("layout: cpu, 2 processes x 1 thread, ") == 1
     for a, b in zip(one, numbers(two)):
         assert b == pytest.approx(a, rel=0.02)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import re
 import shlex
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, script_settings
+from conftest import REPO_ROOT, clean_env, script_settings
 from lstm_ae.datasets.standins import write_mnist, write_prices_csv
 
 README = REPO_ROOT / "README.md"
@@ -152,8 +151,7 @@ def quick_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("readme_quick")
     mnist = write_mnist(tmp / "mnist")
     prices = write_prices_csv(tmp / "prices.csv")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
-    env.update(LSTM_AE_PROCS="1", LSTM_AE_MNIST_DIR=str(mnist), LSTM_AE_SP500_CSV=str(prices))
+    env = clean_env(LSTM_AE_PROCS="1", LSTM_AE_MNIST_DIR=str(mnist), LSTM_AE_SP500_CSV=str(prices))
     before = fingerprint()
     started = {}
     for k, (script, argv) in enumerate(README_QUICK):

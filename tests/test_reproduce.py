@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 import reproduce
 from lstm_ae.reporting import results_page
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, clean_env
 from lstm_ae.reporting.provenance import code_version
 from lstm_ae.engine.progress import EpochProgress
 
@@ -26,12 +25,9 @@ KEY = re.compile(r"`([^`]+)`")
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.ASCII)
 
 
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LSTM_AE_")}
-
-
 def reproduce_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "reproduce.py", *args], cwd=REPO_ROOT, env=clean_env(),
+    return subprocess.run([sys.executable, "reproduce.py", *args], cwd=REPO_ROOT,
+                          env=clean_env(LSTM_AE_PROCS="1"),  # --procs auto: tested where named
                           capture_output=True, text=True, timeout=600)
 
 

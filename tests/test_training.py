@@ -194,11 +194,14 @@ def test_divergence_is_reported_as_one_clear_error():
 def test_precision_choice(monkeypatch):
     assert resolve_precision("fp32", CPU) == "fp32"
     monkeypatch.setattr(runtime, "bf16_works_on", lambda device: False)
-    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("auto", CPU, allow_bf16=True) == "fp32"
     with pytest.raises(UserError, match="bf16 is not supported"):
         resolve_precision("bf16", CPU)
     monkeypatch.setattr(runtime, "bf16_works_on", lambda device: True)
-    assert resolve_precision("auto", CPU) == "bf16"
+    assert resolve_precision("auto", CPU, allow_bf16=True) == "bf16"
+    assert resolve_precision("auto", CPU) == "fp32"                 # bf16 not checked: never
+    assert resolve_precision("bf16", CPU) == "bf16"                 # asked for: as asked
+    assert resolve_precision("auto", torch.device("mps"), allow_bf16=True) == "fp32"
 
 
 @pytest.mark.skipif(not runtime.bf16_works_on(CPU), reason="this CPU has no native bf16")

@@ -15,12 +15,12 @@ from lstm_ae.engine import distributed
 from lstm_ae.cli.recipes import flag_name, settings_lines, settings_record
 from lstm_ae.errors import UserError, reading
 from lstm_ae.cli import run_folder
+from lstm_ae.cli.run_layout import allows_bf16, layout_line, layout_record
 from lstm_ae.files import REPO_ROOT, ensure_writable_dir, remove_stale_temp_files, write_json
 from lstm_ae.engine.grid_search import GridPoint, best_row, expand_grid, grid_search, read_grid_csv
 from models import LSTMAutoencoder, resolve_device
 from lstm_ae.engine.training import Augment, FitResult, TrainConfig, fit
 from lstm_ae.engine.checkpoints import load_checkpoint, model_from_checkpoint
-from lstm_ae.engine.layout import Candidate
 from lstm_ae.engine.runtime import resolve_precision, set_seed, setup_runtime
 from lstm_ae.reporting.provenance import note_layout
 
@@ -68,8 +68,7 @@ def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
     args.figures_dir = args.figures_dir or Path(args.run_dir) / "figures"
     device = resolve_device(args.device)
     layout = distributed.init_process_group(device)
-    precision = resolve_precision(args.precision, device, torch.get_num_threads(),
-                                  max(1, min(args.batch_size) // layout.world_size))
+    precision = resolve_precision(args.precision, device, allows_bf16(args))
     run_dir = ensure_writable_dir(args.run_dir, "results")  # first: figures default inside it
     ctx = RunContext(device, precision, ensure_writable_dir(args.figures_dir, "figures"),
                      run_dir, layout)
@@ -82,31 +81,6 @@ def prepare_run(args: argparse.Namespace, experiment: str) -> RunContext:
         note_layout(record)
         print(layout_line(record), flush=True)
     return ctx
-
-
-def layout_record(args: argparse.Namespace, ctx: RunContext) -> dict:
-    """Where and how the run trains, and whether each choice was given or automatic."""
-    launcher = ("torchrun" if distributed.under_torchrun()
-                else "--procs" if ctx.layout.distributed else "one process")
-    return {"device": str(ctx.device), "processes": ctx.layout.world_size,
-            "threads_per_process": torch.get_num_threads(), "precision": ctx.precision,
-            "launcher": launcher,
-            "processes_chosen_by": "torchrun" if launcher == "torchrun" else _chosen_by(args, "procs"),
-            "precision_chosen_by": _chosen_by(args, "precision")}
-
-
-def _chosen_by(args: argparse.Namespace, flag: str) -> str:
-    """'auto rule' for auto, else 'given' (on the command line) or 'default' (the recipe's)."""
-    if str(getattr(args, flag)) == "auto":
-        return "auto rule"
-    return "given" if flag in getattr(args, "_explicit", ()) else "default"
-
-
-def layout_line(record: dict) -> str:
-    """'layout: cpu, 2 processes x 1 thread, fp32 (processes: given; precision: given)'."""
-    candidate = Candidate(record["processes"], record["threads_per_process"], record["precision"])
-    return (f"layout: {record['device']}, {candidate.words} (processes: "
-            f"{record['processes_chosen_by']}; precision: {record['precision_chosen_by']})")
 
 
 def write_results(ctx: RunContext, args: argparse.Namespace, results: dict) -> Path:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from lstm_ae.cli import run_folder
+from lstm_ae.cli import run_folder, run_layout
 from lstm_ae.cli.experiment import default_output_dirs
 from lstm_ae.cli.flags import fail, parse_settings
 from lstm_ae.cli.interrupts import interruption_line
@@ -29,12 +29,17 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
              body: Callable[[argparse.Namespace], dict], argv: Optional[Sequence[str]] = None,
              experiment: Union[str, Callable[[argparse.Namespace], str]] = "",
              checkpoints: Sequence[str] = ("final.pt",),
-             check: Optional[Callable[[argparse.Namespace], None]] = None) -> dict:
+             check: Optional[Callable[[argparse.Namespace], None]] = None,
+             probe_shape: Optional[Callable[[argparse.Namespace], object]] = None,
+             allow_bf16: Union[bool, Callable[[argparse.Namespace], bool]] = False) -> dict:
     """``body(args)`` with the settings of ``argv`` (default: the command line).
 
     ``experiment`` names the default run folder (runs/<experiment>/), a string or a
     function of the settings; ``checkpoints`` are the files an interrupted run keeps,
     in the order the run writes them; ``check`` checks the input paths quickly.
+    ``probe_shape(args)`` is the model and batch that --procs/--precision auto measure
+    on the CPU; ``allow_bf16`` (or a function of the settings) whether auto may pick
+    bf16, i.e. whether bf16 was checked not to cost this part accuracy (run_layout.py).
     """
     typed = sys.argv[0] if argv is None else parser.prog  # the script as the user named it
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -44,6 +49,8 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
     args.run_dir = run_folder.resolve_run_dir(args, default_output_dirs(name, args.quick)[1])
     try:
         with signals_raise_interrupted():  # the run folder's lock is released at the body's end
+            run_layout.decide(args, probe_shape, allow_bf16(args) if callable(allow_bf16)
+                              else allow_bf16)
             return distributed.run(run_folder.guarded(body, parser.prog), args)
     except UserError as error:
         if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line

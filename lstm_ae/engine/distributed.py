@@ -1,5 +1,6 @@
-"""Process layout and precision: the one place that decides how many processes
-train, how many threads each uses, and whether they compute in bf16.
+"""Process layout: where each process stands, the process group, the launcher
+of --procs N, and the threads each process uses (which layout is fastest on the
+CPU is measured in layout.py; precision is runtime.py's).
 
 Data-parallel training runs on ``torch.distributed``: one process per CPU core
 or GPU, DistributedDataParallel in ``training.fit``, gloo on the CPU and NCCL on
@@ -18,8 +19,9 @@ have stdout sent to /dev/null. Collective operations time out after
 ``$LSTM_AE_DIST_TIMEOUT`` seconds (default 3600; a grid round waits for its
 slowest point, so the limit must exceed one grid point's training).
 
-Layout rules (``resolve_procs``) and the precision rule (``choose_precision``)
-are documented where they are defined, with the measurements behind them.
+How many processes: ``resolve_procs`` for a number or for GPUs; on the CPU
+``--procs auto`` is measured (layout.py, chosen in cli/run_layout.py before
+``run``), and where nothing was measured (--eval-only) it is one process.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tqdm import tqdm
 
-from lstm_ae.engine.runtime import bf16_works_on
 from lstm_ae.errors import Interrupted, UserError, signals_raise_interrupted
 from models import resolve_device
 
@@ -242,24 +243,11 @@ def broadcast_from_main(make: Callable[[], Any]) -> Any:
 # How many processes: --procs auto|N
 # ----------------------------------------------------------------------------
 
-def resolve_procs(procs: str | int, device: torch.device,
-                  bf16_native: Optional[bool] = None) -> int:
-    """The number of local processes for ``--procs``.
-
-    ``auto``: one per GPU on CUDA; one on MPS; on the CPU, by measurement
-    (benchmarks/bench_mnist.py, pixel by pixel H=64 B=32, samples/s):
-
-    * with native bf16 (AVX-512 BF16), one one-thread process per core
-      (docs/distributed.md): two 1-thread bf16 processes 421 against one
-      2-thread fp32 process 228;
-    * without it (AVX2 only), one process using every core: on the 2-core AVX2
-      development machine two 1-thread processes gave 175 against 173 for one
-      2-thread process (row by row H=128 B=128: 1,642 against 1,886; the toy
-      model 2.4 against 2.0 s per epoch), so more processes only add overhead.
-
-    ``bf16_native`` is whether a bf16 LSTM runs on this CPU (runtime.bf16_works_on);
-    None means ask. Raises UserError for more processes than the device allows.
-    """
+def resolve_procs(procs: str | int, device: torch.device) -> int:
+    """The number of local processes for ``--procs``: a number as given (checked
+    against the device); ``auto``: one per GPU on CUDA, one on MPS, and on the CPU
+    one where no probe chose the layout (layout.choose_layout measures it for a
+    training run). Raises UserError for more processes than the device allows."""
     if str(procs) != "auto":
         count = int(procs)
         if device.type == "mps" and count > 1:
@@ -270,11 +258,7 @@ def resolve_procs(procs: str | int, device: torch.device,
         return count
     if device.type == "cuda":
         return max(1, torch.cuda.device_count())
-    if device.type == "mps":
-        return 1
-    if bf16_native is None:
-        bf16_native = bf16_works_on(device)
-    return cpu_cores() if bf16_native else 1
+    return 1
 
 
 # ----------------------------------------------------------------------------

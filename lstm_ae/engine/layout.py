@@ -9,9 +9,12 @@ toy model as one process; a rule fitted on one of them was a fifth slower on
 another (docs/benchmarks.md). A probe trains each candidate for two short
 epochs of random data of the real shape through the real training loop
 (``training.fit``: DDP, validation and all) and keeps the second epoch's
-samples/s, as the epoch lines count it. The answer is cached per machine,
+samples/s, as the epoch lines count it: a one-process candidate in the calling
+process (where such a run trains), a data-parallel one in fresh processes. The answer is cached per machine,
 PyTorch version and shape (``$LSTM_AE_CACHE_DIR``, else ~/.cache/lstm-ae), so
-it is paid once, in about 5-30 s.
+it is paid once (seconds to a minute, most of it starting the processes of
+the data-parallel candidates and the slowest candidate's epochs). GPUs are not
+probed (cli/run_layout.py: one process per GPU).
 
 bf16 is a candidate only where the CPU runs it natively and the part's recipe
 says bf16 was checked not to cost accuracy (``allow_bf16``).
@@ -38,7 +41,7 @@ from models import AutoencoderConfig, LSTMAutoencoder
 
 CACHE_ENV = "LSTM_AE_CACHE_DIR"
 PROBE_BATCHES = 6          # training batches per probe epoch
-CACHE_VERSION = 1
+CACHE_VERSION = 2          # 2: one-process candidates probed in the calling process
 
 
 @dataclass(frozen=True)
@@ -77,26 +80,8 @@ class ProbeShape:
 class Choice:
     candidate: Candidate
     device: str
-    reason: str                        # "measured", "measured (cached)" or "given by the flags"
-    rates: dict = field(default_factory=dict)   # candidate label -> samples/s
-
-    def line(self) -> str:
-        """The one line every run prints at start."""
-        c = self.candidate
-        if not self.rates:
-            return f"layout: {self.device}, {c.words} ({self.reason})"
-        others = "; ".join(f"{label} {rate:,.0f}" for label, rate in
-                           sorted(self.rates.items(), key=lambda item: -item[1])
-                           if label != c.label)
-        return (f"layout: {self.device}, {c.words} ({self.reason}: "
-                f"{self.rates[c.label]:,.0f} samples/s; {others})")
-
-    def record(self) -> dict:
-        """What results.json stores about the layout."""
-        return {"device": self.device, "processes": self.candidate.procs,
-                "threads_per_process": self.candidate.threads,
-                "precision": self.candidate.precision, "reason": self.reason,
-                "probe_samples_per_s": self.rates}
+    reason: str                        # "measured", "cached measurement", "given" or "rule"
+    rates: dict = field(default_factory=dict)   # candidate label -> samples/s, when measured
 
 
 # ----------------------------------------------------------------------------
@@ -123,14 +108,15 @@ def cpu_candidates(cores: int, bf16: bool, procs: str, precision: str,
 # The probe: two short epochs through the real training loop
 # ----------------------------------------------------------------------------
 
-def _probe_entry(shape: ProbeShape, precision: str, threads: int) -> float:
-    """One rank of a probe (run by distributed.launch): the second epoch's samples/s."""
+def _probe_entry(shape: ProbeShape, precision: str, threads: int, batches: int,
+                 label: str = "") -> float:
+    """One rank of a probe (or the only process): the second epoch's samples/s."""
     setup_runtime(threads)
     cpu = torch.device("cpu")
     distributed.init_process_group(cpu)
     generator = torch.Generator().manual_seed(0)
     config = AutoencoderConfig(**shape.model)
-    n_train = shape.batch_size * PROBE_BATCHES
+    n_train = shape.batch_size * batches
     n_val = max(1, round(n_train * shape.val_fraction))
     splits = {}
     for name, n in (("train", n_train), ("val", n_val)):
@@ -139,14 +125,26 @@ def _probe_entry(shape: ProbeShape, precision: str, threads: int) -> float:
             splits[name]["y"] = torch.randint(config.n_classes, (n,), generator=generator)
     train = TrainConfig(epochs=2, batch_size=shape.batch_size, lr=1e-3, precision=precision,
                         ce_weight=shape.ce_weight, prediction_weight=shape.prediction_weight)
-    result = fit(LSTMAutoencoder(config), to_device(splits, cpu), train, cpu, log=None)
+    result = fit(LSTMAutoencoder(config), to_device(splits, cpu), train, cpu, log=None,
+                 label=label)
     return result.history[-1]["samples_per_s"]
 
 
-def probe(candidate: Candidate, shape: ProbeShape) -> float:
-    """Samples/s of ``candidate`` on ``shape``, in fresh processes (as a run starts)."""
-    return float(distributed.launch(_probe_entry, candidate.procs, shape, candidate.precision,
-                                    candidate.threads))
+def probe(candidate: Candidate, shape: ProbeShape, batches: int = PROBE_BATCHES) -> float:
+    """Samples/s of ``candidate`` on ``shape`` (epochs of ``batches`` training batches):
+    a one-process candidate here, in this process (where a one-process run trains;
+    no start-up to pay), a data-parallel one in fresh processes (as such a run
+    starts them)."""
+    if candidate.procs > 1:
+        return float(distributed.launch(_probe_entry, candidate.procs, shape,
+                                        candidate.precision, candidate.threads, batches))
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):  # the run's own random numbers stay as they were
+            return float(_probe_entry(shape, candidate.precision, candidate.threads, batches,
+                                      f"[layout probe {candidate.label}] "))
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------
@@ -197,26 +195,23 @@ def measured_rates(shape: ProbeShape, candidates: list[Candidate],
     return rates, False
 
 
-def choose_layout(shape: Optional[ProbeShape], device: torch.device, procs: str,
-                  precision: str, threads: Optional[int], allow_bf16: bool,
-                  log=print) -> Choice:
-    """The layout for a run on ``device``: given by the flags, or measured on the CPU.
+def choose_layout(shape: Optional[ProbeShape], procs: str, precision: str,
+                  threads: Optional[int], allow_bf16: bool, log=print) -> Choice:
+    """The CPU layout for a run: the candidate measured fastest on ``shape`` (from the
+    cache where this machine measured it before), or the one the flags leave.
 
-    On CUDA: one process per GPU (or --procs), bf16 where it runs and is allowed,
-    else fp32 (not probed). On MPS: one process, fp32.
+    bf16 is a candidate where the CPU runs it natively and either the recipe allows
+    it (``allow_bf16``) or --precision bf16 asks for it. GPUs are not probed: one
+    process per GPU (cli/run_layout.py).
     """
-    if device.type != "cpu":
-        count = distributed.resolve_procs(procs, device)
-        bf16 = allow_bf16 and device.type == "cuda" and bf16_works_on(device)
-        chosen = precision if precision != "auto" else ("bf16" if bf16 else "fp32")
-        reason = "given by the flags" if precision != "auto" and procs != "auto" else "rule for GPUs"
-        return Choice(Candidate(count, threads or 1, chosen), device.type, reason)
-    bf16 = bf16_works_on(device) and (allow_bf16 or precision == "bf16")
+    cpu = torch.device("cpu")
+    bf16 = bf16_works_on(cpu) and (allow_bf16 or precision == "bf16")
     candidates = cpu_candidates(distributed.cpu_cores(), bf16, procs, precision, threads)
     if len(candidates) == 1:
-        return Choice(candidates[0], "cpu", "given by the flags")
+        fixed = procs != "auto" and precision != "auto"
+        return Choice(candidates[0], "cpu", "given" if fixed else "rule")
     if shape is None:
         raise UserError("choose --procs and --precision (no probe shape for this run)")
     rates, cached = measured_rates(shape, candidates, log)
     best = max(candidates, key=lambda c: rates[c.label])
-    return Choice(best, "cpu", "measured (cached)" if cached else "measured", rates)
+    return Choice(best, "cpu", "cached measurement" if cached else "measured", rates)

@@ -2,8 +2,9 @@
 process layout (distributed.py) and the training loop (training.py) read them.
 
 ``setup_runtime`` must run first in every process (it flushes denormals);
-``resolve_precision`` turns ``--precision auto|fp32|bf16`` into fp32 or bf16 by
-the rule in ``choose_precision``; ``autocast`` applies it to a block.
+``resolve_precision`` turns ``--precision auto|fp32|bf16`` into fp32 or bf16
+where no probe chose it (on a GPU, under torchrun, for --eval-only; the CPU
+probe is in layout.py); ``autocast`` applies it to a block.
 """
 
 from __future__ import annotations
@@ -60,52 +61,25 @@ def bf16_works_on(device: torch.device) -> bool:
     return _bf16_probe_cache[key]
 
 
-def resolve_precision(precision: str, device: torch.device, threads: Optional[int] = None,
-                      batch_per_process: Optional[int] = None) -> str:
-    """``fp32``/``bf16`` as asked (bf16 only where an LSTM runs in it); ``auto`` by
-    the measured rule in ``choose_precision`` (threads per process and
-    batch per process; unknown: bf16 wherever it runs natively)."""
+def resolve_precision(precision: str, device: torch.device, allow_bf16: bool = False) -> str:
+    """``fp32`` as asked; ``bf16`` as asked, refused in one line where an LSTM does not
+    run in it (CPUs without native bf16, MPS); ``auto``: bf16 where it runs and the
+    part allows it (``allow_bf16``: its accuracy in bf16 was checked), else fp32."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return precision
+    if precision == "fp32" or (precision == "auto" and not allow_bf16):
+        return "fp32"
     supported = device.type in ("cpu", "cuda") and bf16_works_on(device)
     if precision == "bf16" and not supported:
         raise UserError(f"--precision bf16 is not supported on this {device.type} "
                          "(no native bf16 LSTM); use --precision fp32 or auto")
-    if precision == "bf16":
-        return precision
-    return choose_precision(supported, device, threads, batch_per_process)
+    return "bf16" if supported else "fp32"
 
 
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-
-def choose_precision(bf16_runs: bool, device: torch.device, threads: Optional[int] = None,
-                     batch_per_process: Optional[int] = None) -> str:
-    """``--precision auto``: bf16 only where it runs here and was measured faster.
-
-    Measured with benchmarks/bench_mnist.py on a 2-core CPU with AVX-512 BF16
-    (docs/distributed.md, "Measured on a CPU with AVX-512 BF16"; pixel by pixel,
-    samples/s, fp32 vs bf16):
-    one process, 2 threads, B=32: 228 vs 187 (H=64), 48 vs 24 (H=128) - bf16 slower;
-    one process, 1 thread, B=32: bf16 218 (H=64), 98 (H=128) - bf16 faster;
-    one process, 2 threads, B=128: bf16 338 (H=64), 128 (H=128) - bf16 faster.
-    So on a CPU bf16 is chosen for one-thread processes or batches of 128 and
-    more per process, fp32 otherwise. On CUDA bf16 is chosen wherever it runs
-    (tensor cores; not measured by this project yet). Without native bf16 (the
-    AVX2 development machine: oneDNN has no bf16 LSTM) it is always fp32.
-    ``threads``/``batch_per_process`` unknown (None): bf16 wherever it runs.
-    """
-    if not bf16_runs:
-        return "fp32"
-    if device.type != "cpu" or threads is None or batch_per_process is None:
-        return "bf16"
-    return "bf16" if threads == 1 or batch_per_process >= 128 else "fp32"
 
 
 def cpu_model() -> str:
