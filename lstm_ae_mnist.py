@@ -7,7 +7,7 @@ MSE + ce_weight * cross-entropy. A grid is searched on validation loss (5,000
 images held out of the 60,000 training images), the best configuration is
 trained for longer, and the official 10,000 test images give the final numbers.
 
-    python lstm_ae_mnist.py                   # row by row (~30 min on 2 cores)
+    python lstm_ae_mnist.py                   # row by row (~18 min on 2 cores)
     python lstm_ae_mnist.py --input pixel     # pixel by pixel, the one-hour recipe (README)
     python lstm_ae_mnist.py --quick           # smoke run on a slice of the data
 
@@ -35,26 +35,28 @@ from lstm_ae.cli.recipes import FromEnv, Recipe
 from lstm_ae.datasets.mnist import check_folder
 
 POSITION_PERIODS = {"row": (7, 14, 28), "pixel": (7, 14, 28, 196, 392, 784)}
-# Every default of this script: those that depend on --input (row: the grid of the
-# report; pixel: the best one-hour recipe measured on 2 CPU cores, docs/mnist.md),
+# Every default of this script: those that depend on --input (row: the report's grid
+# of two rates, trained on BCE with the pixel recipe's initialisation; pixel: the best one-hour recipe measured on 2 CPU cores, docs/mnist.md),
 # and what --quick changes. Flags given explicitly win.
 RECIPE = Recipe(
     common=COMMON_DEFAULTS,
     defaults=dict(input="row", data_dir=FromEnv("LSTM_AE_MNIST_DIR", REPO_ROOT / "data" / "mnist",
                                                 Path, "data/mnist/ in the repository"),
                   no_download=False, val_size=5000, train_limit=0, test_limit=0,
-                  classifier_input="latent", clip=[1.0], grid_epochs=2, lr_schedule="cosine",
+                  classifier_input="latent", clip=[1.0], lr_schedule="cosine",
                   precision="auto", workers=1, latent_size=None,
-                  export_latents=False, reconstruction_loss="mse",
+                  export_latents=False,
                   latent_sweep=None),
     mode_flag="input",
     modes={
-        "row": dict(hidden_size=[128], lr=[1e-3, 3e-3], batch_size=[128], epochs=30, shift=2,
-                    ce_weight=1.0, forget_bias=None, chrono=False, init="default",
-                    standardize_input=False, reverse_output=False, decoder_position=False),
+        "row": dict(hidden_size=[128], lr=[1e-3, 3e-3], batch_size=[128], grid_epochs=1,
+                    epochs=20, shift=0, ce_weight=0.5, forget_bias=None, chrono=True,
+                    init="orthogonal", standardize_input=True, reverse_output=False,
+                    decoder_position=True, reconstruction_loss="bce"),
         "pixel": dict(hidden_size=[64], lr=[2e-3], batch_size=[32], epochs=7, shift=0,
                       ce_weight=0.1, forget_bias=1.0, chrono=True, init="orthogonal",
-                      standardize_input=True, reverse_output=True, decoder_position=True),
+                      standardize_input=True, reverse_output=True, decoder_position=True,
+                      grid_epochs=2, reconstruction_loss="mse"),
     },
     quick=dict(train_limit=1000, test_limit=500, hidden_size=[16], lr=[3e-3, 1e-2],
                batch_size=[100], epochs=2, grid_epochs=1))
@@ -66,12 +68,21 @@ FIGURE_POINTS = 2000   # test latents drawn in the latent figure
 BF16_CHECKED = {"row": False, "pixel": True}
 
 
+# What an epoch of the defaults costs, measured on 2-core AMD EPYC CPUs (docs/mnist.md).
+EPOCH_COSTS = ("What one epoch of the defaults costs on 2 CPU cores (measured; every epoch line "
+               "also says when the run should end): pixel by pixel about 450 s on an AVX2-only "
+               "CPU (one fp32 process: 7 epochs in 53 min) and about 150 s on a CPU with "
+               "AVX-512 BF16 (two bf16 processes: 18 min); row by row about 50 s on the AVX2 CPU. "
+               "The pixel default fits the hour on both kinds.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(Path(__file__).name, "Part 2: LSTM autoencoder on MNIST, "
                         "reconstruction and classification.")
     add_data_flags(parser.add_argument_group("data"))
     add_task_flags(parser.add_argument_group("task"))
     add_common_flags(parser, RECIPE, experiment="mnist_<input>")
+    parser.epilog = EPOCH_COSTS
     return parser
 
 
