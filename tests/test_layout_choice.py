@@ -218,7 +218,7 @@ def test_each_script_probes_its_default_model_and_batch():
     row = lstm_ae_mnist.probe_shape(script_settings(lstm_ae_mnist))
     assert (row.model["hidden_size"], row.batch_size, row.steps, row.model["input_size"]) == \
         (128, 128, 28, 28)
-    assert row.model["n_classes"] == 10 and row.ce_weight == 1.0
+    assert row.model["n_classes"] == 10 and row.ce_weight == 0.5
     pixel = lstm_ae_mnist.probe_shape(script_settings(lstm_ae_mnist, ["--input", "pixel"]))
     assert (pixel.model["hidden_size"], pixel.batch_size, pixel.steps) == (64, 32, 784)
     assert pixel.model["chrono_steps"] == 784 and pixel.model["position_periods"]

@@ -226,13 +226,15 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     parser = lstm_ae_mnist.build_parser()
     row = script_settings(lstm_ae_mnist, [])
     pixel = script_settings(lstm_ae_mnist, ["--input", "pixel"])
-    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [128], [1e-3, 3e-3], 30, 2)
-    assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("default", False, False, False)
+    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [128], [1e-3, 3e-3], 20, 0)
+    assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("orthogonal", True, False, True)
+    assert (row.reconstruction_loss, pixel.reconstruction_loss) == ("bce", "mse")
+    assert (row.grid_epochs, pixel.grid_epochs) == (1, 2)
     # The pixel recipe of docs/mnist.md.
     assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 7, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
-    assert row.decoder_position is False and pixel.decoder_position is True
-    assert (row.ce_weight, pixel.ce_weight) == (1.0, 0.1)
+    assert row.decoder_position is True and pixel.decoder_position is True
+    assert (row.ce_weight, pixel.ce_weight) == (0.5, 0.1)
     # Flags given explicitly always win, also when they equal the other mode's default.
     old = script_settings(lstm_ae_mnist, 
         ["--input", "pixel", "--init", "default", "--no-chrono", "--no-reverse-output",
@@ -243,9 +245,9 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert old.decoder_position is False and old.ce_weight == 1.0
     assert (old.hidden_size, old.epochs, old.batch_size, old.lr) == ([128], 30, [32], [2e-3])
     text = parser.format_help()
-    for documented in ("2 for row, 0 for pixel", "default for row, orthogonal for pixel",
-                       "30 for row, 7 for pixel", "128 for row, 64 for pixel",
-                       "off for row, on for pixel", "1 for row, 0.1 for pixel"):
+    for documented in ("bce for row, mse for pixel", "1 for row, 2 for pixel",
+                       "20 for row, 7 for pixel", "128 for row, 64 for pixel",
+                       "off for row, on for pixel", "0.5 for row, 0.1 for pixel"):
         assert documented in " ".join(text.split()), documented
 
 

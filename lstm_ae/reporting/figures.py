@@ -168,6 +168,9 @@ def plot_rate_distortion(sizes: Sequence[int], curves: dict[str, Sequence[float]
     ax.set_xticks(list(sizes))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.004, not 4 x 10^-3
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set(title=title, xlabel="latent size K", ylabel=ylabel)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
