@@ -33,6 +33,7 @@ from lstm_ae.cli.flags import (COMMON_DEFAULTS, REPO_ROOT, add_common_flags, add
                                positive_int)
 from lstm_ae.cli.recipes import FromEnv, Recipe
 from lstm_ae.datasets.mnist import check_folder
+from lstm_ae.errors import UserError
 
 POSITION_PERIODS = {"row": (7, 14, 28), "pixel": (7, 14, 28, 196, 392, 784)}
 # Every default of this script: those that depend on --input (row: the report's grid
@@ -139,6 +140,10 @@ def add_task_flags(group) -> None:
 
 
 def check_paths(args: argparse.Namespace) -> None:
+    if args.latent_sweep and (args.latent_size is not None or args.eval_only):
+        other = "--latent-size" if args.latent_size is not None else "--eval-only"
+        raise UserError(f"--latent-sweep trains one model per size and cannot be combined "
+                        f"with {other}; drop one of the two")
     check_folder(args.data_dir)
 
 
@@ -165,7 +170,6 @@ from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
 from lstm_ae.engine.layout import ProbeShape  # noqa: E402
 from lstm_ae.engine.training import (TrainConfig, encode_latents, evaluate,  # noqa: E402
                                      predict, to_device)
-from lstm_ae.errors import UserError  # noqa: E402
 from lstm_ae.files import write_bytes_atomic, write_json, write_text_atomic  # noqa: E402
 from lstm_ae.evaluation.baselines import mnist_baselines, pca_mse_curve  # noqa: E402
 from lstm_ae.reporting.figures import (plot_curves, plot_digits, plot_history,  # noqa: E402
@@ -253,6 +257,8 @@ def latent_sweep(args: argparse.Namespace) -> dict:
             continue
         print(f"\n=== latent size {k} ===", flush=True)
         runs[k] = run(sub)
+    if not all(runs.values()):  # a data-parallel rank other than 0: rank 0 writes the table
+        return {}
     pca = pca_at_sizes(args, sizes)
     rows = [dict(latent_size=k, model_test_mse=runs[k]["test_reconstruction_mse"],
                  pca_test_mse=p, test_accuracy=runs[k]["test_accuracy"])

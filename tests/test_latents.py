@@ -99,6 +99,12 @@ def test_latent_size_zero_is_refused_in_one_line(tmp_path, mnist_dir, capsys):
             "--latent-size", untouched=[tmp_path])
 
 
+@pytest.mark.parametrize("other", [["--latent-size", "8"], ["--eval-only"]])
+def test_a_sweep_with_a_fixed_size_or_eval_only_is_refused(tmp_path, mnist_dir, capsys, other):
+    refused(capsys, lambda: run_quick(tmp_path, mnist_dir, "--latent-sweep", "4", *other),
+            "cannot be combined with " + other[0], untouched=[tmp_path])
+
+
 def test_the_docs_snippet_encodes_digits(tmp_path):
     section = DOCS.read_text().split("## Latent size and what the latent holds")[1].split("\n## ")[0]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
