@@ -37,7 +37,8 @@ from lstm_ae.errors import UserError
 
 POSITION_PERIODS = {"row": (7, 14, 28), "pixel": (7, 14, 28, 196, 392, 784)}
 # Every default of this script: those that depend on --input (row: the report's grid
-# of two rates, trained on BCE with the pixel recipe's initialisation; pixel: the best one-hour recipe measured on 2 CPU cores, docs/mnist.md),
+# of two rates, trained on BCE with the pixel recipe's initialisation; pixel: the best
+# one-hour recipe measured on 2 CPU cores; both in docs/mnist.md),
 # and what --quick changes. Flags given explicitly win.
 RECIPE = Recipe(
     common=COMMON_DEFAULTS,
@@ -171,7 +172,7 @@ from lstm_ae.engine.layout import ProbeShape  # noqa: E402
 from lstm_ae.engine.training import (TrainConfig, encode_latents, evaluate,  # noqa: E402
                                      predict, to_device)
 from lstm_ae.files import write_bytes_atomic, write_json, write_text_atomic  # noqa: E402
-from lstm_ae.evaluation.baselines import mnist_baselines, pca_mse_curve  # noqa: E402
+from lstm_ae.evaluation.baselines import mnist_baselines  # noqa: E402
 from lstm_ae.reporting.figures import (plot_curves, plot_digits, plot_history,  # noqa: E402
                                        plot_latents, plot_rate_distortion)
 from lstm_ae.reporting.provenance import run_provenance  # noqa: E402
@@ -259,10 +260,10 @@ def latent_sweep(args: argparse.Namespace) -> dict:
         runs[k] = run(sub)
     if not all(runs.values()):  # a data-parallel rank other than 0: rank 0 writes the table
         return {}
-    pca = pca_at_sizes(args, sizes)
+    # Each run's own PCA baseline has K = its latent size, on the same splits.
     rows = [dict(latent_size=k, model_test_mse=runs[k]["test_reconstruction_mse"],
-                 pca_test_mse=p, test_accuracy=runs[k]["test_accuracy"])
-            for k, p in zip(sizes, pca)]
+                 pca_test_mse=runs[k]["baselines"]["pca_mse"],
+                 test_accuracy=runs[k]["test_accuracy"]) for k in sizes]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -271,21 +272,11 @@ def latent_sweep(args: argparse.Namespace) -> dict:
     write_json(run_dir / "rate_distortion.json", {"experiment": f"mnist_{args.input}", "rows": rows})
     figures = Path(args.figures_dir or run_dir / "figures")
     plot_rate_distortion(sizes, {"LSTM autoencoder": [r["model_test_mse"] for r in rows],
-                                 "PCA, K components": pca},
+                                 "PCA, K components": [r["pca_test_mse"] for r in rows]},
                          figures / f"fig2_6_mnist_{args.input}_rate_distortion.png",
                          f"MNIST {args.input} by {args.input}: test MSE against latent size")
     print(f"rate-distortion: {run_dir / 'rate_distortion.csv'}   figure: {figures}")
     return {"rows": rows}
-
-
-def pca_at_sizes(args: argparse.Namespace, sizes: list) -> list[float]:
-    """PCA's test MSE with K components for every K, on the runs' splits."""
-    args = copy.copy(args)
-    arrays = load_mnist(args.data_dir)
-    check_sizes(args, arrays)
-    splits = mnist_splits(arrays, args.input, args.val_size,
-                          args.train_limit or None, args.test_limit or None)
-    return pca_mse_curve(splits["train"]["x"], splits["test"]["x"], sizes)
 
 
 def model_settings(args: argparse.Namespace, splits: dict) -> dict:

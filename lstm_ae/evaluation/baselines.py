@@ -65,10 +65,7 @@ def pca_components(train: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tenso
 def pca_mse(train: np.ndarray, test: np.ndarray, k: int) -> float:
     """MSE per pixel of reconstructing the test images from k principal components
     fitted on the training images (k = 0 gives the mean-image MSE)."""
-    mean, components = pca_components(train, k)
-    centred = _flat(test) - mean
-    rebuilt = centred @ components.T @ components
-    return float(((centred - rebuilt) ** 2).mean())
+    return pca_mse_curve(train, test, [k])[0]
 
 
 def pca_mse_curve(train: np.ndarray, test: np.ndarray, sizes) -> list[float]:
