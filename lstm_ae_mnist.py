@@ -156,17 +156,21 @@ import csv  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lstm_ae.cli.experiment import (base_config, grid_points, load_for_evaluation,  # noqa: E402
-                                    prepare_run, search_then_train, write_results)
+from lstm_ae.cli.experiment import (base_config, check_same_settings, grid_points,  # noqa: E402
+                                    load_for_evaluation, prepare_run, search_then_train,
+                                    write_results)
 from lstm_ae.cli.flags import args_as_dict  # noqa: E402
 from lstm_ae.cli.main import run_main  # noqa: E402
+from lstm_ae.cli.run_folder import held_run  # noqa: E402
 from lstm_ae.datasets.augmentation import random_shift  # noqa: E402
 from lstm_ae.datasets.mnist import acquire_mnist, load_mnist, mnist_splits  # noqa: E402
+from lstm_ae.engine import distributed  # noqa: E402
 from lstm_ae.engine.grid_search import grid_summary  # noqa: E402
 from lstm_ae.engine.layout import ProbeShape  # noqa: E402
 from lstm_ae.engine.training import (TrainConfig, encode_latents, evaluate,  # noqa: E402
@@ -245,6 +249,8 @@ def latent_sweep(args: argparse.Namespace) -> dict:
     """One run per --latent-sweep size in RUN_DIR/latent_K/, then the rate-distortion
     table (RUN_DIR/rate_distortion.csv and .json) and Fig 2.6."""
     run_dir, sizes = Path(args.run_dir), sorted(set(args.latent_sweep))
+    if args.overwrite and distributed.is_main():
+        clear_sweep(run_dir, keep=sizes)
     runs = {}
     for k in sizes:
         sub = copy.copy(args)
@@ -253,6 +259,8 @@ def latent_sweep(args: argparse.Namespace) -> dict:
         sub.figures_dir = sub.run_dir / "figures"
         done = sub.run_dir / "results.json"
         if args.resume and done.exists():
+            check_same_settings(sub.run_dir, sub, "give the flags the sweep was started with, "
+                                "or start afresh with --overwrite instead of --resume")
             print(f"latent size {k}: done, {done} kept")
             runs[k] = json.loads(done.read_text())
             continue
@@ -277,6 +285,19 @@ def latent_sweep(args: argparse.Namespace) -> dict:
                          f"MNIST {args.input} by {args.input}: test MSE against latent size")
     print(f"rate-distortion: {run_dir / 'rate_distortion.csv'}   figure: {figures}")
     return {"rows": rows}
+
+
+def clear_sweep(run_dir: Path, keep: list[int]) -> None:
+    """--overwrite of a sweep: the previous table and figure go, and so do the runs
+    of sizes this sweep does not have (the sizes it has are overwritten one by one)."""
+    for name in ("rate_distortion.csv", "rate_distortion.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in sorted(run_dir.glob("latent_*")):
+        size = folder.name.removeprefix("latent_")
+        if folder.is_dir() and size.isdigit() and int(size) not in keep and held_run(folder):
+            shutil.rmtree(folder)
+    for figure in (run_dir / "figures").glob("fig2_6_*.png"):
+        figure.unlink()
 
 
 def model_settings(args: argparse.Namespace, splits: dict) -> dict:

@@ -34,7 +34,7 @@ RECIPE = Recipe(
     common=COMMON_DEFAULTS,
     defaults=dict(n_sequences=10_000, length=50, data_seed=0,
                   hidden_size=[32, 48], lr=[5e-3, 1e-2], batch_size=[32, 64], clip=[0.1, None],
-                  epochs=150, grid_epochs=6, lr_schedule="cosine", precision="fp32", workers=2),
+                  epochs=150, grid_epochs=3, lr_schedule="cosine", precision="fp32", workers=2),
     quick=dict(n_sequences=600, epochs=3, grid_epochs=2, hidden_size=[8, 16], lr=[1e-2],
                batch_size=[64], clip=[1.0]))
 DATA_FLAGS = ("n_sequences", "length", "data_seed")

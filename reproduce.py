@@ -57,9 +57,9 @@ class Part:
 PIXEL = ("--input", "pixel")    # the pixel defaults of lstm_ae_mnist.py (its RECIPE)
 PARTS = (
     Part("toy", "Part 1: synthetic signals", "lstm_ae_toy.py", (),
-         ("--quick", "--workers", "1"), minutes=14),
+         ("--quick", "--workers", "1"), minutes=10),
     Part("mnist_row", "Part 2: MNIST, row by row", "lstm_ae_mnist.py", (), ("--quick",),
-         "mnist", 15),
+         "mnist", 18),
     Part("mnist_pixel", "Part 2: MNIST, pixel by pixel", "lstm_ae_mnist.py", PIXEL,
          ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 53),
     Part("snp500", "Part 3: S&P 500", "lstm_ae_snp500.py", (), ("--quick", "--workers", "1"),

@@ -94,6 +94,32 @@ def test_latent_sweep_writes_the_table_and_fig_2_6(tmp_path, mnist_dir, capsys):
     assert capsys.readouterr().out.count(": done,") == 2
 
 
+def test_sweep_resume_refuses_finished_sizes_of_other_settings(tmp_path, mnist_dir, capsys):
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2")
+    line = refused(capsys, lambda: run_quick(tmp_path, mnist_dir, "--latent-sweep", "2",
+                                             "--resume", "--hidden-size", "6"),
+                   "--hidden-size 8 there, now 6", "--overwrite", untouched=[tmp_path])
+    assert "latent_2" in line
+
+
+def test_sweep_overwrite_removes_sizes_it_no_longer_has(tmp_path, mnist_dir):
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2", "4")
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "4", "--overwrite")
+    run = tmp_path / "run"
+    assert not (run / "latent_2").exists() and (run / "latent_4" / "results.json").is_file()
+    with open(run / "rate_distortion.csv") as handle:
+        assert [int(row["latent_size"]) for row in csv.DictReader(handle)] == [4]
+
+
+def test_a_stopped_sweep_says_how_to_resume(tmp_path, mnist_dir):
+    from lstm_ae.cli.interrupts import interruption_line
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2")
+    line = interruption_line("SIGINT", "lstm_ae_mnist.py", ["--latent-sweep", "2", "4"],
+                             tmp_path / "run")
+    assert "during the latent sweep (1 size(s) begun" in line
+    assert line.endswith("lstm_ae_mnist.py --latent-sweep 2 4 --resume")
+
+
 def test_latent_size_zero_is_refused_in_one_line(tmp_path, mnist_dir, capsys):
     refused(capsys, lambda: run_quick(tmp_path, mnist_dir, "--latent-size", "0"),
             "--latent-size", untouched=[tmp_path])

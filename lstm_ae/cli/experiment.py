@@ -5,6 +5,7 @@ checkpoint, or load a checkpoint for --eval-only."""
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -12,7 +13,7 @@ from typing import Callable
 import torch
 
 from lstm_ae.engine import distributed
-from lstm_ae.cli.recipes import flag_name, settings_lines, settings_record
+from lstm_ae.cli.recipes import args_as_dict, flag_name, settings_lines, settings_record
 from lstm_ae.errors import UserError, reading
 from lstm_ae.cli import run_folder
 from lstm_ae.cli.run_layout import allows_bf16, layout_line, layout_record
@@ -189,6 +190,30 @@ def _differences(stored: dict, current: dict, flags: tuple, word: str = ", not",
     """'--data-seed 0, not 5' for each flag whose stored value differs from the current one."""
     return sep.join(f"{flag_name(f)} {_show_value(stored.get(f))}{word} {_show_value(current.get(f))}"
                     for f in flags if f in stored and not _same(stored[f], current.get(f)))
+
+
+# Settings that change where a run writes or how it is laid out, not what it computes.
+LAYOUT_SETTINGS = ("resume", "overwrite", "quiet", "run_dir", "figures_dir", "procs", "threads",
+                   "workers", "device", "checkpoint", "export_latents", "eval_only")
+
+
+def check_same_settings(run_dir: Path, args: argparse.Namespace, retry: str) -> None:
+    """UserError unless the finished run in ``run_dir`` (its config.json) was made with
+    the flags given to ``args``: every flag given then or now (apart from
+    LAYOUT_SETTINGS) must have the same value. (Defaults fitted to the data, such
+    as a limit larger than the data, are compared only where a flag gave them.)"""
+    try:
+        record = json.loads((Path(run_dir) / "config.json").read_text())
+        stored, given = record["settings"], set(record.get("explicit", ()))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--resume: {run_dir} has results but no readable config.json; {retry}") \
+            from None
+    current = args_as_dict(args)
+    given |= set(getattr(args, "_explicit", ()))
+    keys = tuple(k for k in sorted(given) if k not in LAYOUT_SETTINGS)
+    diff = _differences(stored, current, keys, word=" there, now")
+    if diff:
+        raise UserError(f"--resume: {run_dir} was made with other settings ({diff}); {retry}")
 
 
 def check_resumable(checkpoint_path: Path, csv_path: Path, points: list[GridPoint], data_tag: str,

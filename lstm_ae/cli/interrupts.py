@@ -42,6 +42,10 @@ def progress_text(run_dir: Optional[Path], checkpoints: Sequence[str] = ("final.
     rows = read_grid_csv(Path(run_dir) / "grid.csv") if (Path(run_dir) / "grid.csv").exists() else []
     if rows:
         return f"during the grid search ({len(rows)} point(s) done, in {Path(run_dir) / 'grid.csv'})"
+    begun = [folder for folder in sorted(Path(run_dir).glob("latent_*")) if folder.is_dir()
+             and ((folder / "results.json").exists() or progress_text(folder, checkpoints))]
+    if begun:   # a --latent-sweep: one run folder per latent size
+        return f"during the latent sweep ({len(begun)} size(s) begun, in {Path(run_dir)}/latent_K/)"
     return ""
 
 

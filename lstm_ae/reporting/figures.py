@@ -30,6 +30,27 @@ def save_figure(fig, path: Path) -> Path:
     return Path(path)
 
 
+def epoch_axis(ax, epochs: int) -> None:
+    """Epochs are whole numbers: ticks only at integers; a single epoch sits mid-axis."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if epochs <= 1:
+        ax.set_xlim(0.5, 1.5)
+        ax.set_xticks([1])
+
+
+def plain_log_y(ax) -> None:
+    """A log y axis labelled in plain numbers (0.004, not 4 x 10^-3). Minor ticks at
+    2 and 5 are labelled too when the axis spans less than two decades."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+
+    def minor(value, _):
+        low, high = ax.get_ylim()
+        mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
+        return f"{value:g}" if high / low < 100 and mantissa in (2, 5) else ""
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
+
+
 def plot_series(series: Sequence[np.ndarray], labels: Sequence[str], path: Path, title: str,
                 xlabel: str = "time step", ylabel: str = "value",
                 x: Optional[np.ndarray] = None) -> Path:
@@ -75,10 +96,12 @@ def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str,
     stride = 2 if len(curves) <= 10 else 1
     for k, (label, values) in enumerate(curves.items()):
         ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.3,
-                color=colours[(stride * k) % 20], ls="-" if k < 20 else "--")
+                color=colours[(stride * k) % 20], ls="-" if k < 20 else "--",
+                marker="o" if len(values) < 30 else None)   # one grid epoch: one point each
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    epoch_axis(ax, max((len(values) for values in curves.values()), default=0))
     if log_y:
-        ax.set_yscale("log")
+        plain_log_y(ax)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
@@ -98,8 +121,9 @@ def plot_history(history: Sequence[dict], panels: Sequence[tuple[str, Sequence[s
                 ax.plot(epochs[:len(values)], np.asarray(values) * scale,
                         label=key.replace("_", " "), marker="o" if len(values) < 30 else None)
         ax.set(xlabel="epoch", ylabel=ylabel)
+        epoch_axis(ax, len(epochs))
         if not any("accuracy" in key for key in keys):
-            ax.set_yscale("log")  # losses span decades; accuracy is read on a linear axis
+            plain_log_y(ax)  # losses span decades; accuracy is read on a linear axis
         ax.grid(alpha=0.3, which="both")
         ax.legend()
     fig.suptitle(title)
@@ -164,13 +188,10 @@ def plot_rate_distortion(sizes: Sequence[int], curves: dict[str, Sequence[float]
     for (label, values), marker in zip(curves.items(), "osD^v"):
         ax.plot(sizes, values, marker=marker, label=label, lw=1.4)
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    plain_log_y(ax)
     ax.set_xticks(list(sizes))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.004, not 4 x 10^-3
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
     ax.set(title=title, xlabel="latent size K", ylabel=ylabel)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
@@ -187,9 +208,7 @@ def plot_forecast(dates: np.ndarray, truth: np.ndarray, one_step: np.ndarray,
     ax.plot(dates[1:], one_step, label="one-step prediction", lw=1.0, alpha=0.8)
     ax.plot(dates[start:], multi_step, label="multi-step prediction (fed back)", lw=1.6)
     ax.plot(dates[start:], flat, label="baseline: last seen value", lw=1.0, ls=":")
-    ax.axvline(dates[start], color="gray", ls="--", lw=1)
-    ax.annotate("multi-step start", (dates[start], ax.get_ylim()[1]), ha="right", va="top",
-                fontsize="small", rotation=90)
+    ax.axvline(dates[start], color="gray", ls="--", lw=1, label="multi-step start")
     ax.set(title=title, xlabel="date", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -204,7 +223,8 @@ def plot_error_by_horizon(errors: dict[str, np.ndarray], path: Path, title: str,
     for label, values in errors.items():
         ax.plot(np.arange(1, len(values) + 1), values, label=label)
     ax.set(title=title, xlabel="steps ahead", ylabel=ylabel)
-    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    plain_log_y(ax)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return save_figure(fig, path)
