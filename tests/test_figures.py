@@ -57,6 +57,20 @@ def test_log_axes_are_labelled_in_plain_numbers(drawn, tmp_path):
     assert "0.01" in labels(drawn[0].axes[0].yaxis)
 
 
+@pytest.mark.parametrize("values", [[0.0583, 0.0599], [0.06, 0.09], [0.2, 0.21]])
+def test_values_within_a_decade_get_labelled_ticks(drawn, tmp_path, values):
+    figures.plot_curves({"a": values[:1], "b": values[1:]}, tmp_path / "g.png", "grid")
+    figures.plot_history([dict(epoch=e, loss=v) for e, v in enumerate(values, 1)],
+                         [("loss", ["loss"])], tmp_path / "h.png", "history")
+    for fig in drawn:
+        ax = fig.axes[0]
+        low, high = ax.get_ylim()
+        shown = [float(t.get_text()) for t in ax.yaxis.get_ticklabels() if t.get_text()
+                 and low <= t.get_position()[1] <= high]
+        assert len(shown) >= 2, shown   # a reader can read the values off the axis
+        assert all("e" not in t.get_text() for t in ax.yaxis.get_ticklabels())
+
+
 def test_multistep_start_is_named_in_the_legend_not_cut_at_the_top(drawn, tmp_path):
     dates = np.arange("2017-01-01", "2017-03-01", dtype="datetime64[D]")
     truth = np.linspace(1.0, 2.0, len(dates))

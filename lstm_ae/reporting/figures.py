@@ -39,8 +39,16 @@ def epoch_axis(ax, epochs: int) -> None:
 
 
 def plain_log_y(ax) -> None:
-    """A log y axis labelled in plain numbers (0.004, not 4 x 10^-3). Minor ticks at
-    2 and 5 are labelled too when the axis spans less than two decades."""
+    """Call after plotting. Values spanning a decade or more get a log y axis labelled
+    in plain numbers (0.004, not 4 x 10^-3; minor ticks at 2 and 5 labelled too below
+    two decades); values within less than a decade keep a linear axis, which labels
+    them better than a log one with no decade inside."""
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float).ravel()
+                             for line in ax.get_lines()] or [np.zeros(0)])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0 or values.max() < 10 * values.min():
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter(useOffset=False))
+        return
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
 
