@@ -61,9 +61,9 @@ PARTS = (
     Part("mnist_row", "Part 2: MNIST, row by row", "lstm_ae_mnist.py", (), ("--quick",),
          "mnist", 18),
     Part("mnist_pixel", "Part 2: MNIST, pixel by pixel", "lstm_ae_mnist.py", PIXEL,
-         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 53),
+         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 54),
     Part("snp500", "Part 3: S&P 500", "lstm_ae_snp500.py", (), ("--quick", "--workers", "1"),
-         "sp500", 13),
+         "sp500", 25),
 )
 PART_NAMES = tuple(part.name for part in PARTS)
 QUICK_OUT = REPO_ROOT / "runs" / "quick"

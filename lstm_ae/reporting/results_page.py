@@ -240,6 +240,9 @@ def run_rows(results: dict) -> list[str]:
     if isinstance(results.get("device"), str) and isinstance(results.get("precision"), str):
         add("device, precision", f"{results['device']}, {results['precision']}",
             ["device", "precision"])
+    add_value("processes (data-parallel)", "provenance.layout.processes", "int")
+    add_value("threads per process", "provenance.layout.threads_per_process", "int")
+    add_value("layout chosen by (measured or given)", "provenance.layout.reason")
     add_value("PyTorch", "provenance.torch")
     add_value("date", "provenance.date")
     add_value("code version", "provenance.code_version")
