@@ -30,10 +30,11 @@ def save_figure(fig, path: Path) -> Path:
     return Path(path)
 
 
-def epoch_axis(ax, epochs: int) -> None:
-    """Epochs are whole numbers: ticks only at integers; a single epoch sits mid-axis."""
+def integer_x_axis(ax, count: int) -> None:
+    """Epochs and steps ahead are whole numbers: x ticks only at integers; a single
+    one sits mid-axis."""
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    if epochs <= 1:
+    if count <= 1:
         ax.set_xlim(0.5, 1.5)
         ax.set_xticks([1])
 
@@ -107,7 +108,7 @@ def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str,
                 color=colours[(stride * k) % 20], ls="-" if k < 20 else "--",
                 marker="o" if len(values) < 30 else None)   # one grid epoch: one point each
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-    epoch_axis(ax, max((len(values) for values in curves.values()), default=0))
+    integer_x_axis(ax, max((len(values) for values in curves.values()), default=0))
     if log_y:
         plain_log_y(ax)
     ax.grid(alpha=0.3, which="both")
@@ -129,7 +130,7 @@ def plot_history(history: Sequence[dict], panels: Sequence[tuple[str, Sequence[s
                 ax.plot(epochs[:len(values)], np.asarray(values) * scale,
                         label=key.replace("_", " "), marker="o" if len(values) < 30 else None)
         ax.set(xlabel="epoch", ylabel=ylabel)
-        epoch_axis(ax, len(epochs))
+        integer_x_axis(ax, len(epochs))
         if not any("accuracy" in key for key in keys):
             plain_log_y(ax)  # losses span decades; accuracy is read on a linear axis
         ax.grid(alpha=0.3, which="both")
@@ -231,7 +232,7 @@ def plot_error_by_horizon(errors: dict[str, np.ndarray], path: Path, title: str,
     for label, values in errors.items():
         ax.plot(np.arange(1, len(values) + 1), values, label=label)
     ax.set(title=title, xlabel="steps ahead", ylabel=ylabel)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    integer_x_axis(ax, max((len(values) for values in errors.values()), default=0))
     plain_log_y(ax)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
