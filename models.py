@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from lstm_ae.choices import CLASSIFIER_INPUTS, DEVICE_CHOICES, INITS
+from lstm_ae.choices import CLASSIFIER_INPUTS, DECODER_STATES, DEVICE_CHOICES, INITS
 from lstm_ae.errors import UserError
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
@@ -79,6 +79,7 @@ class AutoencoderConfig:
     input_std: float = 1.0
     position_periods: Optional[list] = None
     latent_size: Optional[int] = None
+    decoder_state: str = "zero"
 
     def __post_init__(self):
         self.input_mean, self.input_std = float(self.input_mean), float(self.input_std)
@@ -91,7 +92,7 @@ class AutoencoderConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         choices = (("output_activation", OUTPUT_ACTIVATIONS), ("classifier_input", CLASSIFIER_INPUTS),
-                   ("init", INITS))
+                   ("init", INITS), ("decoder_state", DECODER_STATES))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}")
@@ -164,6 +165,11 @@ class LSTMAutoencoder(nn.Module):
             the reconstruction target stays x. One MNIST pixel in [0, 1] (mean 0.13)
             barely moves the gates of a freshly initialised LSTM; standardized, ink
             arrives at about +2.8 and the encoder notices it from the first batch.
+        decoder_state: the decoder's initial state: ``zero`` (the assignment's model:
+            z reaches the decoder only as its input) or ``latent``: h_0 = tanh(A z) and
+            c_0 = B z for every layer, so the decoder starts from what z says as a
+            seq2seq decoder starts from its encoder's state (Sutskever et al., 2014);
+            z is still fed at every step and the latent keeps its size.
     """
 
     def __init__(self, *args, **fields):
@@ -215,6 +221,8 @@ class LSTMAutoencoder(nn.Module):
         # Made last, so a model without a bottleneck draws the same initial weights as before.
         self.to_latent = (nn.Linear(c.hidden_size, c.latent_size)
                           if c.latent_size is not None else None)
+        self.to_decoder_state = (nn.Linear(self.latent_size, 2 * c.num_layers * c.hidden_size)
+                                 if c.decoder_state == "latent" else None)
 
     def _orthogonal_init(self) -> None:
         # Keras's LSTM defaults: Glorot-uniform input weights, an orthogonal
@@ -275,11 +283,19 @@ class LSTMAutoencoder(nn.Module):
         if self.position_periods:
             repeated = torch.cat([repeated, self.position_signal(steps, z).expand(
                 len(z), -1, -1)], dim=2)
-        states, _ = self.decoder(repeated)
+        states, _ = self.decoder(repeated, self.initial_decoder_state(z))
         reconstruction = self._activate(self.output_layer(states))
         if self.reverse_output:
             reconstruction = reconstruction.flip(1)
         return reconstruction, states
+
+    def initial_decoder_state(self, z: torch.Tensor):
+        """None (zeros) or the decoder's (h_0, c_0), each (layers, batch, hidden), from z."""
+        if self.to_decoder_state is None:
+            return None
+        layers, hidden = self.decoder.num_layers, self.decoder.hidden_size
+        h_0, c_0 = self.to_decoder_state(z).view(len(z), 2, layers, hidden).permute(1, 2, 0, 3)
+        return torch.tanh(h_0).contiguous(), c_0.contiguous()
 
     def position_signal(self, steps: int, like: torch.Tensor) -> torch.Tensor:
         """(1, steps, 2 * len(position_periods)): sin and cos of 2 pi t / p, with t the

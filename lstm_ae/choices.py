@@ -9,3 +9,4 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle")
 CLASSIFIER_INPUTS = ("decoder", "latent", "encoder-mean")
 INITS = ("default", "orthogonal")
 SCALES = ("first-half", "window", "log")   # the prediction model's price scales
+DECODER_STATES = ("zero", "latent")   # the decoder's initial state (models.py)

@@ -36,6 +36,23 @@ def test_latent_size_sets_the_shape_of_z_and_keeps_the_reconstruction():
     assert default.n_parameters() == plain.n_parameters() != small.n_parameters()
 
 
+def test_decoder_state_from_the_latent_starts_the_decoder_from_z():
+    torch.manual_seed(0)
+    x = torch.rand(3, 28, 28)
+    zero, latent = LSTMAutoencoder(28, 12), LSTMAutoencoder(28, 12, decoder_state="latent")
+    assert zero.initial_decoder_state(zero.encode(x)[0]) is None
+    # A (12 -> 2 x 12) more weights and biases than the assignment's model, nothing else
+    assert latent.n_parameters() - zero.n_parameters() == 12 * 24 + 24
+    z, _ = latent.encode(x)
+    h_0, c_0 = latent.initial_decoder_state(z)
+    assert h_0.shape == c_0.shape == (1, 3, 12) and h_0.abs().max() < 1
+    expected = latent.to_decoder_state(z)
+    assert torch.allclose(h_0[0], torch.tanh(expected[:, :12])) and torch.allclose(c_0[0], expected[:, 12:])
+    assert latent(x).reconstruction.shape == (3, 28, 28)
+    with pytest.raises(ValueError, match="decoder_state"):
+        LSTMAutoencoder(28, 12, decoder_state="copy")
+
+
 def test_pca_mse_curve_equals_a_direct_numpy_computation():
     rng = np.random.default_rng(0)
     train, test = rng.random((40, 6, 5)), rng.random((10, 6, 5))
@@ -52,13 +69,14 @@ def test_pca_mse_curve_equals_a_direct_numpy_computation():
 
 def test_export_equals_encode_and_bce_runs_report_mse(tmp_path, mnist_dir):
     results = run_quick(tmp_path, mnist_dir, "--latent-size", "4", "--export-latents",
-                        "--reconstruction-loss", "bce")
+                        "--reconstruction-loss", "bce", "--decoder-state", "latent")
     run = tmp_path / "run"
     assert is_png(run / "figures" / "fig2_5_mnist_row_latents.png")
     saved = json.loads((run / "results.json").read_text())
     assert saved["latent_size"] == 4 and saved["baselines"]["pca_components"] == 4
     assert saved["chosen_config"].endswith("loss=bce")
     model = load_model(run / "final.pt")
+    assert model.config.decoder_state == "latent" and model.to_decoder_state.in_features == 4
     test_x = torch.from_numpy(mnist_splits(load_mnist(mnist_dir), "row", 60)["test"]["x"])
     with torch.no_grad():
         z, _ = model.encode(test_x)
