@@ -129,6 +129,40 @@ def test_sweep_overwrite_removes_sizes_it_no_longer_has(tmp_path, mnist_dir):
         assert [int(row["latent_size"]) for row in csv.DictReader(handle)] == [4]
 
 
+def test_sweep_resume_refuses_a_size_made_under_another_default(tmp_path, mnist_dir, capsys):
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2")
+    config = tmp_path / "run" / "latent_2" / "config.json"
+    record = json.loads(config.read_text())
+    assert "batch_size" not in record["explicit"]
+    record["settings"]["batch_size"] = [128]   # as if the recipe's default was 128 then
+    config.write_text(json.dumps(record))
+    refused(capsys, lambda: run_quick(tmp_path, mnist_dir, "--latent-sweep", "2", "--resume"),
+            "--batch-size 128 there, now 100", "--overwrite")
+
+
+def test_sweep_overwrite_in_two_processes_clears_once_and_keeps_outside_figures(tmp_path, mnist_dir):
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "2", "4", "--procs", "2", "--threads", "1")
+    run, outside = tmp_path / "run", tmp_path / "elsewhere"
+    old_figure = run / "figures" / "fig2_6_mnist_row_rate_distortion.png"
+    assert old_figure.is_file()
+    run_quick(tmp_path, mnist_dir, "--latent-sweep", "4", "--overwrite", "--procs", "2",
+              "--threads", "1", "--figures-dir", str(outside))
+    assert not (run / "latent_2").exists() and (run / "latent_4" / "results.json").is_file()
+    assert not old_figure.exists() and is_png(outside / "fig2_6_mnist_row_rate_distortion.png")
+    with open(run / "rate_distortion.csv") as handle:
+        assert [int(row["latent_size"]) for row in csv.DictReader(handle)] == [4]
+
+
+def test_a_checkpoint_older_than_decoder_state_resumes(tmp_path, mnist_dir):
+    run_quick(tmp_path, mnist_dir, "--decoder-state", "zero")
+    path = tmp_path / "run" / "final.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint["model_config"]["decoder_state"]   # written before the field existed
+    torch.save(checkpoint, path)
+    results = run_quick(tmp_path, mnist_dir, "--decoder-state", "zero", "--resume")
+    assert results["epochs"] == 1 and results["test_reconstruction_mse"] > 0
+
+
 def test_a_stopped_sweep_says_how_to_resume(tmp_path, mnist_dir):
     from lstm_ae.cli.interrupts import interruption_line
     run_quick(tmp_path, mnist_dir, "--latent-sweep", "2")

@@ -109,6 +109,23 @@ def test_overwrite_starts_afresh_and_leaves_nothing_of_the_old_run(run):
     assert not (run / run_folder.LOCK_NAME).exists()
 
 
+def test_clear_run_removes_the_run_folders_figures_only(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "mine"
+    for folder in (run / "figures", run / "plots", outside):
+        folder.mkdir(parents=True)
+        (folder / "old.png").write_bytes(b"png")
+    (run / "results.json").write_text("{}")
+    (run / "notes.txt").write_text("kept")
+    # figures drawn elsewhere: RUN_DIR/figures still goes, the user's folder stays
+    removed = run_folder.clear_run(run, outside)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        "run/figures/old.png", "run/results.json"]
+    assert (outside / "old.png").is_file() and (run / "plots" / "old.png").is_file()
+    assert (run / "notes.txt").is_file()
+    run_folder.clear_run(run, run / "plots")   # a figures folder inside the run folder goes too
+    assert not (run / "plots" / "old.png").exists()
+
+
 @pytest.mark.parametrize("flags, named", [(["--resume"], "--resume"),
                                           (["--eval-only"], "--eval-only")])
 def test_overwrite_with_resume_or_eval_only_is_refused(run, capsys, flags, named):

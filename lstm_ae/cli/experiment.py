@@ -197,11 +197,18 @@ LAYOUT_SETTINGS = ("resume", "overwrite", "quiet", "run_dir", "figures_dir", "pr
                    "workers", "device", "checkpoint", "export_latents", "eval_only")
 
 
+# Settings a run may fit to its data or machine (a limit larger than the data, the
+# precision --precision auto measured): compared only where a flag gave them.
+FITTED_SETTINGS = ("val_size", "train_limit", "test_limit", "tickers", "precision", "data_dir",
+                   "data")
+
+
 def check_same_settings(run_dir: Path, args: argparse.Namespace, retry: str) -> None:
     """UserError unless the finished run in ``run_dir`` (its config.json) was made with
-    the flags given to ``args``: every flag given then or now (apart from
-    LAYOUT_SETTINGS) must have the same value. (Defaults fitted to the data, such
-    as a limit larger than the data, are compared only where a flag gave them.)"""
+    the settings of ``args``: every flag given then or now (apart from LAYOUT_SETTINGS)
+    must have the same value, and so must every default both records hold (a default
+    that changed since, e.g. a new recipe, is refused too; FITTED_SETTINGS only
+    where a flag gave them)."""
     try:
         record = json.loads((Path(run_dir) / "config.json").read_text())
         stored, given = record["settings"], set(record.get("explicit", ()))
@@ -210,7 +217,8 @@ def check_same_settings(run_dir: Path, args: argparse.Namespace, retry: str) -> 
             from None
     current = args_as_dict(args)
     given |= set(getattr(args, "_explicit", ()))
-    keys = tuple(k for k in sorted(given) if k not in LAYOUT_SETTINGS)
+    defaults = set(stored) & set(current) - set(FITTED_SETTINGS)
+    keys = tuple(k for k in sorted(given | defaults) if k not in LAYOUT_SETTINGS)
     diff = _differences(stored, current, keys, word=" there, now")
     if diff:
         raise UserError(f"--resume: {run_dir} was made with other settings ({diff}); {retry}")

@@ -92,11 +92,13 @@ def _header_only(path: Path) -> bool:
 
 def clear_run(run_dir: Path, figures: Path) -> list[Path]:
     """--overwrite: remove the previous run's checkpoints, grid CSV and results, and
-    its figures when they are in the run folder (RUN_DIR/figures/); return them."""
+    its figures in the run folder (RUN_DIR/figures/, and ``figures`` when it lies inside
+    the run folder; figures elsewhere are the user's and are only overwritten); return them."""
     run_dir, figures = Path(run_dir), Path(figures)
     doomed = _checkpoints(run_dir) + [run_dir / n for n in RECORD_FILES if (run_dir / n).is_file()]
-    if figures.is_dir() and figures.absolute().is_relative_to(run_dir.absolute()):
-        doomed += sorted(p for p in figures.glob("*.png") if p.is_file())
+    for folder in dict.fromkeys([run_dir / "figures", figures]):
+        if folder.is_dir() and folder.absolute().is_relative_to(run_dir.absolute()):
+            doomed += sorted(p for p in folder.glob("*.png") if p.is_file())
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed

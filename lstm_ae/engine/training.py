@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,7 +32,7 @@ from lstm_ae.engine.progress import EpochProgress, NoProgress, finish_estimate, 
 from lstm_ae.engine.runtime import autocast
 from lstm_ae.choices import LR_SCHEDULES, OPTIMIZERS
 from lstm_ae.errors import UserError
-from models import LSTMAutoencoder
+from models import AutoencoderConfig, LSTMAutoencoder
 
 
 Tensors = dict[str, torch.Tensor]
@@ -326,14 +326,21 @@ def _restore(run: _Run, checkpoint_path: Path, log, label: str) -> None:
 
 def _load_resume_state(checkpoint_path: Path, config: TrainConfig, model: LSTMAutoencoder) -> dict:
     checkpoint = load_checkpoint(checkpoint_path)
-    stored = {"reconstruction_loss": "mse", **checkpoint["train_config"]}  # older: mse
-    changed = setting_differences({**checkpoint["model_config"], **stored},
+    # Fields an older checkpoint lacks read as their defaults (what that code did).
+    stored = {**field_defaults(AutoencoderConfig), **checkpoint["model_config"],
+              **field_defaults(TrainConfig), **checkpoint["train_config"]}
+    changed = setting_differences(stored,
                                   {**model.model_args, **asdict(config)})
     if changed:
         raise UserError(f"--resume: checkpoint {checkpoint_path} was made with other settings "
                         f"({changed}); run with the checkpoint's settings, or start afresh "
                         "with --overwrite or another --run-dir")
     return checkpoint
+
+
+def field_defaults(config_class) -> dict:
+    """The default of every field of a dataclass that has one."""
+    return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}
 
 
 def setting_differences(stored: dict, current: dict, limit: int = 4) -> str:
