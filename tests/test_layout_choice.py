@@ -217,7 +217,7 @@ def test_each_script_probes_its_default_model_and_batch():
     assert toy.model["reverse_output"] and toy.model["init"] == "orthogonal"
     row = lstm_ae_mnist.probe_shape(script_settings(lstm_ae_mnist))
     assert (row.model["hidden_size"], row.batch_size, row.steps, row.model["input_size"]) == \
-        (128, 64, 28, 28)
+        (128, 32, 28, 28)
     assert row.model["n_classes"] == 10 and row.ce_weight == 0.5
     pixel = lstm_ae_mnist.probe_shape(script_settings(lstm_ae_mnist, ["--input", "pixel"]))
     assert (pixel.model["hidden_size"], pixel.batch_size, pixel.steps) == (64, 32, 784)

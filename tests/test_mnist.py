@@ -226,7 +226,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     parser = lstm_ae_mnist.build_parser()
     row = script_settings(lstm_ae_mnist, [])
     pixel = script_settings(lstm_ae_mnist, ["--input", "pixel"])
-    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [64], [6e-3], 32, 0)
+    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [32], [4e-3], 24, 0)
     assert (row.decoder_state, pixel.decoder_state) == ("latent", "zero")
     assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("orthogonal", True, False, True)
     assert (row.reconstruction_loss, pixel.reconstruction_loss) == ("bce", "mse")
@@ -247,7 +247,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (old.hidden_size, old.epochs, old.batch_size, old.lr) == ([128], 30, [32], [2e-3])
     text = parser.format_help()
     for documented in ("bce for row, mse for pixel", "1 for row, 2 for pixel",
-                       "32 for row, 7 for pixel", "128 for row, 64 for pixel", "latent for row, zero for pixel",
+                       "24 for row, 7 for pixel", "128 for row, 64 for pixel", "latent for row, zero for pixel",
                        "off for row, on for pixel", "0.5 for row, 0.1 for pixel"):
         assert documented in " ".join(text.split()), documented
 
