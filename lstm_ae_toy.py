@@ -35,8 +35,10 @@ RECIPE = Recipe(
     defaults=dict(n_sequences=10_000, length=50, data_seed=0,
                   hidden_size=[32, 48], lr=[5e-3, 1e-2], batch_size=[32, 64], clip=[0.1, None],
                   epochs=150, grid_epochs=3, lr_schedule="cosine", precision="fp32", workers=2),
+    # --quick trains its two tiny points in this process: a worker pool's start-up
+    # (a PyTorch import per worker) costs more than the two points themselves.
     quick=dict(n_sequences=600, epochs=3, grid_epochs=2, hidden_size=[8, 16], lr=[1e-2],
-               batch_size=[64], clip=[1.0]))
+               batch_size=[64], clip=[1.0], workers=1))
 DATA_FLAGS = ("n_sequences", "length", "data_seed")
 # reverse_output and orthogonal init: the two choices that made this task learnable
 # in minutes (docs/toy.md).

@@ -235,6 +235,7 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel the points not started and end the workers now: terminated, then killed
     if they linger, and reaped, so that no process outlives the search."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
@@ -244,6 +245,12 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
             process.join()
+    # The pool's own manager thread reaps the same children; until it is done a child
+    # it reaped first may still read as alive here, so wait for it, then check again.
+    if manager is not None:
+        manager.join(timeout=30)
+    for process in processes:
+        process.join(timeout=5)
 
 
 def _train_in_workers(todo: list, rows: _Rows, splits: dict, workers: int, quiet: bool,
