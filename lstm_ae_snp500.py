@@ -45,6 +45,7 @@ from pathlib import Path
 from lstm_ae.choices import SCALES
 from lstm_ae.cli.flags import (COMMON_DEFAULTS, REPO_ROOT, add_common_flags, add_setting,
                                new_parser, non_negative_float, non_negative_int, parse_settings,
+                               precision_default,
                                positive_int)
 from lstm_ae.cli.recipes import FromEnv, Recipe
 from lstm_ae.datasets.prices import KAGGLE_FILE, check_price_file
@@ -58,7 +59,7 @@ RECIPE = Recipe(
                   stride=10, max_gap=5, complete_only=False, split="stock", scale="window",
                   prediction_weight=1.0, hidden_size=[32, 64], lr=[2e-3, 5e-3], batch_size=[64],
                   clip=[1.0, None], epochs=20, grid_epochs=5, lr_schedule="cosine",
-                  precision="fp32", workers=2),
+                  precision=precision_default("fp32"), workers=2),
     quick=dict(hidden_size=[8, 16], lr=[1e-2], clip=[1.0], batch_size=[64], epochs=2,
                grid_epochs=1))
 # What the models are trained and tested on (the data tag, --resume and --eval-only checks);

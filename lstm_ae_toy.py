@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from lstm_ae.cli.flags import (COMMON_DEFAULTS, add_common_flags, add_setting, new_parser,
+                               precision_default,
                                parse_settings, positive_int)
 from lstm_ae.cli.recipes import Recipe
 from lstm_ae.datasets.splits import split_indices
@@ -34,7 +35,8 @@ RECIPE = Recipe(
     common=COMMON_DEFAULTS,
     defaults=dict(n_sequences=10_000, length=50, data_seed=0,
                   hidden_size=[32, 48], lr=[5e-3, 1e-2], batch_size=[32, 64], clip=[0.1, None],
-                  epochs=150, grid_epochs=3, lr_schedule="cosine", precision="fp32", workers=2),
+                  epochs=150, grid_epochs=3, lr_schedule="cosine",
+                  precision=precision_default("fp32"), workers=2),
     # --quick trains its two tiny points in this process: a worker pool's start-up
     # (a PyTorch import per worker) costs more than the two points themselves.
     quick=dict(n_sequences=600, epochs=3, grid_epochs=2, hidden_size=[8, 16], lr=[1e-2],

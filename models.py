@@ -80,6 +80,7 @@ class AutoencoderConfig:
     position_periods: Optional[list] = None
     latent_size: Optional[int] = None
     decoder_state: str = "zero"
+    bidirectional_encoder: bool = False
 
     def __post_init__(self):
         self.input_mean, self.input_std = float(self.input_mean), float(self.input_std)
@@ -107,6 +108,9 @@ class AutoencoderConfig:
             raise ValueError(f"input_std must be positive, got {self.input_std}")
         if self.latent_size is not None and int(self.latent_size) < 1:
             raise ValueError(f"latent_size must be at least 1, got {self.latent_size}")
+        if self.bidirectional_encoder and self.predict_next:
+            raise ValueError("bidirectional_encoder cannot be combined with predict_next: "
+                             "one-step prediction needs a causal encoder")
         if self.chrono_steps is not None and self.chrono_steps < 3:
             raise ValueError(f"chrono_steps must be at least 3, got {self.chrono_steps}")
 
@@ -127,6 +131,9 @@ class LSTMAutoencoder(nn.Module):
         latent_size: a linear bottleneck: z = Linear(hidden_size -> latent_size) of the
             encoder's last hidden state, and the decoder reads z. ``None`` (the
             assignment's architecture): z is the encoder's last hidden state itself.
+        bidirectional_encoder: the encoder also reads the sequence backwards; z is then
+            a linear map of both directions' last hidden states (2 x hidden_size numbers)
+            to ``latent_size`` (or hidden_size) numbers. Not with ``predict_next``.
         num_layers: stacked layers in each LSTM.
         dropout: dropout between stacked layers (ignored for one layer).
         output_activation: ``sigmoid`` for data in [0, 1], ``none`` for values that
@@ -206,12 +213,15 @@ class LSTMAutoencoder(nn.Module):
         self.latent_size = c.hidden_size if c.latent_size is None else int(c.latent_size)
         between_layers = c.dropout if c.num_layers > 1 else 0.0
         self.encoder = nn.LSTM(c.input_size, c.hidden_size, c.num_layers, batch_first=True,
-                               dropout=between_layers)
+                               dropout=between_layers, bidirectional=c.bidirectional_encoder)
+        self.directions = 2 if c.bidirectional_encoder else 1
         n_position = 2 * len(c.position_periods) if c.position_periods else 0
         self.decoder = nn.LSTM(self.latent_size + n_position, c.hidden_size, c.num_layers,
                                batch_first=True, dropout=between_layers)
         self.output_layer = nn.Linear(c.hidden_size, c.input_size)
-        reads = self.latent_size if c.classifier_input == "latent" else c.hidden_size
+        reads = {"latent": self.latent_size,
+                 "encoder-mean": self.directions * c.hidden_size}.get(c.classifier_input,
+                                                                     c.hidden_size)
         self.classifier = nn.Linear(reads, c.n_classes) if c.n_classes else None
         self.predictor = nn.Linear(c.hidden_size, c.input_size) if c.predict_next else None
         if self.predictor is not None and c.predict_change:
@@ -219,8 +229,9 @@ class LSTMAutoencoder(nn.Module):
             nn.init.zeros_(self.predictor.weight)
             nn.init.zeros_(self.predictor.bias)
         # Made last, so a model without a bottleneck draws the same initial weights as before.
-        self.to_latent = (nn.Linear(c.hidden_size, c.latent_size)
-                          if c.latent_size is not None else None)
+        bottleneck = c.latent_size is not None or c.bidirectional_encoder
+        self.to_latent = (nn.Linear(self.directions * c.hidden_size, self.latent_size)
+                          if bottleneck else None)
         self.to_decoder_state = (nn.Linear(self.latent_size, 2 * c.num_layers * c.hidden_size)
                                  if c.decoder_state == "latent" else None)
 
@@ -270,11 +281,13 @@ class LSTMAutoencoder(nn.Module):
         return torch.sigmoid(values) if self.output_activation == "sigmoid" else values
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (batch, time, features) -> (z (batch, latent), per-step states (batch, time, hidden))."""
+        """x (batch, time, features) -> (z (batch, latent), per-step states (batch, time,
+        hidden x directions))."""
         if self.input_mean != 0.0 or self.input_std != 1.0:
             x = (x - self.input_mean) / self.input_std
         states, (h_n, _) = self.encoder(x)
-        z = h_n[-1] if self.to_latent is None else self.to_latent(h_n[-1])
+        last = torch.cat(list(h_n[-self.directions:]), dim=1)  # the last layer, each direction
+        z = last if self.to_latent is None else self.to_latent(last)
         return z, states
 
     def decode(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,6 +48,7 @@ def _single_thread_and_clean_env(monkeypatch):
     monkeypatch.delenv("LSTM_AE_MNIST_DIR", raising=False)
     monkeypatch.delenv("LSTM_AE_SP500_CSV", raising=False)
     monkeypatch.setenv("LSTM_AE_PROCS", "1")  # --procs auto is tested where it is named
+    monkeypatch.setenv("LSTM_AE_PRECISION", "fp32")  # likewise --precision auto
 
 
 @pytest.fixture

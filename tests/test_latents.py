@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lstm_ae_mnist
-from conftest import is_png, refused
+from conftest import is_png, refused, script_settings
 from lstm_ae.datasets.mnist import load_mnist, mnist_splits
 from lstm_ae.engine.checkpoints import CHECKPOINT_FORMAT, load_model
 from lstm_ae.engine.training import TrainConfig
@@ -51,6 +51,43 @@ def test_decoder_state_from_the_latent_starts_the_decoder_from_z():
     assert latent(x).reconstruction.shape == (3, 28, 28)
     with pytest.raises(ValueError, match="decoder_state"):
         LSTMAutoencoder(28, 12, decoder_state="copy")
+
+
+def test_a_bidirectional_encoder_puts_both_directions_into_z():
+    torch.manual_seed(0)
+    x = torch.rand(3, 28, 28)
+    model = LSTMAutoencoder(28, 12, bidirectional_encoder=True, n_classes=10,
+                            classifier_input="encoder-mean")
+    _, (h_n, _) = model.encoder(x)
+    both = torch.cat([h_n[0], h_n[1]], dim=1)          # forward, then backward
+    assert model.to_latent.in_features == 24 and model.latent_size == 12
+    assert torch.allclose(model.encode(x)[0], model.to_latent(both))
+    # the backward direction sees the whole image: its last state changes with row 0
+    changed = x.clone()
+    changed[:, 0] += 1
+    assert not torch.allclose(model.encoder(changed)[1][0][1], h_n[1])
+    out = model(x)
+    assert out.reconstruction.shape == (3, 28, 28) and out.logits.shape == (3, 10)
+    assert model.classifier.in_features == 24 and model.encode(x)[1].shape == (3, 28, 24)
+    with pytest.raises(ValueError, match="causal encoder"):
+        LSTMAutoencoder(28, 12, bidirectional_encoder=True, predict_next=True)
+
+
+def test_the_bidirectional_flag_reaches_the_model_and_is_the_row_default(
+        tmp_path, mnist_dir):
+    results = run_quick(tmp_path, mnist_dir, "--bidirectional-encoder")
+    assert results["model"]["bidirectional_encoder"] is True
+    model = load_model(tmp_path / "run" / "final.pt")
+    assert model.encoder.bidirectional and model.to_latent.in_features == 2 * 8
+    # row by row it is the default; the one-way model's settings (its grid keys) carry no key
+    splits = dict(train=dict(x=np.random.rand(4, 28, 28).astype(np.float32)))
+    row = lstm_ae_mnist.model_settings(script_settings(lstm_ae_mnist), splits)
+    assert row["bidirectional_encoder"] is True
+    one_way = lstm_ae_mnist.model_settings(
+        script_settings(lstm_ae_mnist, ["--no-bidirectional-encoder"]), splits)
+    pixel = lstm_ae_mnist.model_settings(script_settings(lstm_ae_mnist, ["--input", "pixel"]),
+                                         dict(train=dict(x=np.random.rand(4, 784, 1))))
+    assert "bidirectional_encoder" not in one_way and "bidirectional_encoder" not in pixel
 
 
 def test_pca_mse_curve_equals_a_direct_numpy_computation():

@@ -141,7 +141,9 @@ def test_decide_writes_the_winner_into_the_settings(fake_rates):
     args = decided(["--input", "pixel", "--procs", "auto", "--precision", "auto"], lstm_ae_mnist)
     assert (args.procs, args.threads, args.precision) == ("1", 2, "bf16")     # pixel: bf16 checked
     args = decided(["--input", "row", "--procs", "auto", "--precision", "auto"], lstm_ae_mnist)
-    assert args.precision == "fp32"                 # row: bf16 not checked, never picked
+    assert (args.procs, args.threads, args.precision) == ("1", 2, "bf16")     # row: checked too
+    args = decided(["--procs", "auto", "--precision", "auto"], lstm_ae_snp500)
+    assert args.precision == "fp32"                 # S&P: bf16 not checked, never picked
 
 
 def test_fixed_flags_eval_only_torchrun_and_gpus_skip_the_probe(fake_rates, monkeypatch):
@@ -157,7 +159,22 @@ def test_fixed_flags_eval_only_torchrun_and_gpus_skip_the_probe(fake_rates, monk
     assert args.procs == "auto" and args.precision == "auto" and calls == []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert distributed.resolve_procs(args.procs, torch.device("cuda")) == 4   # one per GPU
-    assert run_layout.allows_bf16(args) is False                       # row: fp32 on GPUs too
+    assert run_layout.allows_bf16(args) is True                        # row: bf16 checked
+    args = decided(["--procs", "auto", "--precision", "auto"], lstm_ae_snp500)
+    assert run_layout.allows_bf16(args) is False                       # S&P: fp32 on GPUs too
+
+
+def test_the_precision_variable_sets_the_default_and_a_bad_one_is_refused(monkeypatch, capsys):
+    from conftest import refused
+    monkeypatch.setenv("LSTM_AE_PRECISION", "BF16")
+    assert script_settings(lstm_ae_mnist).precision == "bf16"
+    assert script_settings(lstm_ae_toy, ["--precision", "fp32"]).precision == "fp32"  # flag wins
+    monkeypatch.delenv("LSTM_AE_PRECISION")
+    assert script_settings(lstm_ae_mnist).precision == "auto"
+    assert script_settings(lstm_ae_snp500).precision == "fp32"
+    monkeypatch.setenv("LSTM_AE_PRECISION", "half")
+    refused(capsys, lambda: lstm_ae_mnist.main(["--quick"]), "$LSTM_AE_PRECISION='half'",
+            "auto, fp32, bf16", "unset it")
 
 
 def test_eval_only_runs_one_process_without_a_probe(fake_rates, tmp_path, capsys):
@@ -198,7 +215,7 @@ def test_every_script_uses_and_records_the_measured_choice(fake_rates, module, a
     calls = fake_rates({"1x2 fp32": 100.0, "2x1 fp32": 250.0, "1x2 bf16": 50.0, "2x1 bf16": 60.0})
     args = decided(argv + ["--procs", "auto", "--precision", "auto"], module)
     assert (args.procs, args.threads, args.precision) == ("2", 1, "fp32")
-    assert calls and all("bf16" not in label for label in calls) == (argv != ["--input", "pixel"])
+    assert calls and all("bf16" not in label for label in calls) == (module is not lstm_ae_mnist)
     record = run_layout.layout_record(args, Ctx(2))
     assert record["reason"] == record["processes_chosen_by"] == record["precision_chosen_by"] \
         == "measured"
@@ -218,7 +235,8 @@ def test_each_script_probes_its_default_model_and_batch():
     row = lstm_ae_mnist.probe_shape(script_settings(lstm_ae_mnist))
     assert (row.model["hidden_size"], row.batch_size, row.steps, row.model["input_size"]) == \
         (128, 32, 28, 28)
-    assert row.model["n_classes"] == 10 and row.ce_weight == 0.5
+    assert row.model["n_classes"] == 10 and row.ce_weight == 0.1
+    assert row.model["bidirectional_encoder"] is True
     pixel = lstm_ae_mnist.probe_shape(script_settings(lstm_ae_mnist, ["--input", "pixel"]))
     assert (pixel.model["hidden_size"], pixel.batch_size, pixel.steps) == (64, 32, 784)
     assert pixel.model["chrono_steps"] == 784 and pixel.model["position_periods"]
@@ -226,6 +244,6 @@ def test_each_script_probes_its_default_model_and_batch():
     snp = lstm_ae_snp500.probe_shape(script_settings(lstm_ae_snp500))
     assert (snp.model["hidden_size"], snp.batch_size, snp.steps) == (32, 64, 50)
     assert (lstm_ae_toy.BF16_CHECKED, lstm_ae_snp500.BF16_CHECKED) == (False, False)
-    assert lstm_ae_mnist.BF16_CHECKED == {"row": False, "pixel": True}
+    assert lstm_ae_mnist.BF16_CHECKED == {"row": True, "pixel": True}
     for shape in (toy, row, pixel, snp):            # a model the probe can build
         AutoencoderConfig(**shape.model)

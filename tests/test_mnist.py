@@ -235,7 +235,8 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 7, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
     assert row.decoder_position is True and pixel.decoder_position is True
-    assert (row.ce_weight, pixel.ce_weight) == (0.5, 0.1)
+    assert (row.ce_weight, pixel.ce_weight) == (0.1, 0.1)
+    assert (row.bidirectional_encoder, pixel.bidirectional_encoder) == (True, False)
     # Flags given explicitly always win, also when they equal the other mode's default.
     old = script_settings(lstm_ae_mnist, 
         ["--input", "pixel", "--init", "default", "--no-chrono", "--no-reverse-output",
@@ -248,7 +249,8 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     text = parser.format_help()
     for documented in ("bce for row, mse for pixel", "1 for row, 2 for pixel",
                        "24 for row, 7 for pixel", "128 for row, 64 for pixel", "latent for row, zero for pixel",
-                       "off for row, on for pixel", "0.5 for row, 0.1 for pixel"):
+                       "off for row, on for pixel", "0.1 for row, 0.1 for pixel",
+                       "on for row, off for pixel"):
         assert documented in " ".join(text.split()), documented
 
 

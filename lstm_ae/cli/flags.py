@@ -73,6 +73,18 @@ def procs_value(text: str) -> str:
                                          "give auto or a number of processes)") from None
 
 
+def precision_value(text: str) -> str:
+    """--precision: one of PRECISIONS (the value may come from $LSTM_AE_PRECISION)."""
+    if text.lower() not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"the precision must be one of {', '.join(PRECISIONS)}")
+    return text.lower()
+
+
+def precision_default(fallback: str) -> FromEnv:
+    """A script's --precision default: $LSTM_AE_PRECISION where it is set, else ``fallback``."""
+    return FromEnv("LSTM_AE_PRECISION", fallback, precision_value)
+
+
 def clip_value(text: str) -> Optional[float]:
     """A gradient-norm limit, or 'none' for no clipping."""
     if text.lower() == "none":
@@ -87,7 +99,7 @@ def clip_value(text: str) -> Optional[float]:
 COMMON_DEFAULTS = dict(
     hidden_size=[64], num_layers=[1], lr=[1e-3], batch_size=[64], clip=[1.0],
     optimizer="adam", weight_decay=0.0, lr_schedule="cosine", warmup=0.0, grid_epochs=5,
-    epochs=20, seed=0, resume=False, device="auto", precision="fp32", threads=None,
+    epochs=20, seed=0, resume=False, device="auto", precision=precision_default("fp32"), threads=None,
     procs=FromEnv("LSTM_AE_PROCS", "auto", procs_value), workers=1, figures_dir=None,
     run_dir=None, overwrite=False, eval_only=False, checkpoint=None, quick=False, quiet=False)
 
