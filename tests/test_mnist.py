@@ -226,7 +226,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     parser = lstm_ae_mnist.build_parser()
     row = script_settings(lstm_ae_mnist, [])
     pixel = script_settings(lstm_ae_mnist, ["--input", "pixel"])
-    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [32], [4e-3], 24, 0)
+    assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [32], [4e-3], 24, 1)
     assert (row.decoder_state, pixel.decoder_state) == ("latent", "zero")
     assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("orthogonal", True, False, True)
     assert (row.reconstruction_loss, pixel.reconstruction_loss) == ("bce", "mse")
