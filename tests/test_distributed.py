@@ -67,6 +67,26 @@ def test_a_rank_that_dies_ends_the_run_with_one_line():
                                   "the other processes were stopped")
 
 
+class Left(Exception):
+    """What the stand-in for distributed.leave raises, with the status it was given."""
+
+
+def test_a_torchrun_rank_leaves_with_the_status_it_would_have_had(monkeypatch, tmp_path):
+    def leave(status):
+        raise Left(status)
+    monkeypatch.setattr(distributed, "under_torchrun", lambda: True)
+    monkeypatch.setattr(distributed, "leave", leave)
+    out = ["--run-dir", str(tmp_path / "run"), "--figures-dir", str(tmp_path / "fig")]
+    for argv, status in ((["--quick", "--length", "30"], 2), (["--quick"], 0)):
+        monkeypatch.setattr(sys, "argv", ["lstm_ae_toy.py", *argv, *out])
+        with pytest.raises(Left) as left:
+            lstm_ae_toy.main()               # from the command line: argv None
+        assert left.value.args == (status,)
+    assert (tmp_path / "run" / "results.json").is_file()   # the work was done before leaving
+    results = lstm_ae_toy.main(["--quick", "--resume", *out])   # from Python: returns
+    assert "test_mse" in results
+
+
 def test_procs_auto_and_limits(monkeypatch):
     assert distributed.resolve_procs("auto", CPU) == 1     # where no probe chose (--eval-only)
     assert distributed.resolve_procs("3", CPU) == 3

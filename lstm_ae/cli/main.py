@@ -10,10 +10,12 @@ stopped and the command that continues it (docs/usage.md).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
+
+from tqdm import tqdm
 
 from lstm_ae.cli import run_folder, run_layout
 from lstm_ae.cli.experiment import default_output_dirs
@@ -26,6 +28,27 @@ from lstm_ae.reporting.provenance import note_command
 
 
 def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
+             body: Callable[[argparse.Namespace], dict], argv: Optional[Sequence[str]] = None,
+             **options) -> dict:
+    """``body(args)`` with the settings of ``argv`` (default: the command line); the
+    options are ``run_experiment``'s.
+
+    A torchrun rank started from the command line ends with ``distributed.leave``
+    and the exit status it would have had (0 done, 2 refused, 130/143 stopped):
+    the interpreter's own teardown aborted now and then after the work was done.
+    """
+    if not (argv is None and distributed.under_torchrun()):
+        return run_experiment(parser, recipe, body, argv, **options)
+    tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which leave() would leak
+    try:
+        run_experiment(parser, recipe, body, argv, **options)
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+    distributed.leave(status)
+
+
+def run_experiment(parser: argparse.ArgumentParser, recipe: Recipe,
              body: Callable[[argparse.Namespace], dict], argv: Optional[Sequence[str]] = None,
              experiment: Union[str, Callable[[argparse.Namespace], str]] = "",
              checkpoints: Sequence[str] = ("final.pt",),
@@ -60,9 +83,6 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
         if distributed.env_layout().is_main:
             print(interruption_line(str(stop), typed, argv, Path(args.run_dir), checkpoints),
                   file=sys.stderr, flush=True)
-        if distributed.under_launcher():  # a torchrun rank: no teardown that could abort
-            sys.stdout.flush()
-            os._exit(stop.exit_status)
         raise SystemExit(stop.exit_status) from None
     finally:
         distributed.shutdown()

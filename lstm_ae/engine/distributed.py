@@ -158,6 +158,23 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def leave(status: int) -> None:
+    """End this rank now with ``status``: leave the process group, flush Python's
+    streams, and ``os._exit`` without the interpreter's teardown.
+
+    Why: on CPUs with native bf16, about one rank in eight aborted at interpreter
+    exit after its work was done ("terminate called without an active exception":
+    a C++ thread still joinable when static destructors run, exit status -6), and
+    the launcher then stopped the other ranks. Every rank, of --procs or of
+    torchrun, leaves this way.
+    """
+    shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
 _local_depth = 0
 
 
@@ -274,15 +291,10 @@ def _free_port() -> int:
 def _child(local_rank: int, nprocs: int, port: int, entry: Callable, args: tuple,
            folder: str) -> None:
     """One rank: run ``entry``, leave its outcome as a file in ``folder`` for the
-    parent, and leave with ``os._exit``.
-
-    Why ``os._exit``: on CPUs with native bf16, about one rank in eight aborted
-    at interpreter exit, after its work was done ("terminate called without an
-    active exception": a C++ thread still joinable when static destructors run),
-    and the parent then stopped rank 0 before it wrote the results. Leaving
-    without running those destructors, after flushing Python's own buffers,
-    ends every rank cleanly. SIGINT is ignored here: on Ctrl-C in a terminal the
-    whole process group gets it, and the parent stops the ranks itself.
+    parent, and ``leave`` (without the interpreter's teardown, which aborted now
+    and then; the parent then stopped rank 0 before it wrote the results). SIGINT
+    is ignored here: on Ctrl-C in a terminal the whole process group gets it, and
+    the parent stops the ranks itself.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which os._exit would leak
@@ -303,12 +315,7 @@ def _child(local_rank: int, nprocs: int, port: int, entry: Callable, args: tuple
     except BaseException as error:  # a crash: its last line for the parent's message
         Path(folder, f"crash-{local_rank}").write_text(_last_line(error))
         status = 1
-    finally:
-        shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-    os._exit(status)
+    leave(status)
 
 
 def _last_line(error: BaseException) -> str:
