@@ -81,9 +81,10 @@ EPOCH_COSTS = ("What one epoch of the defaults costs on 2 CPU cores (measured; e
                "also says when the run should end): pixel by pixel about 450 s on an AVX2-only "
                "CPU (one fp32 process: 7 epochs in 53 min) and about 150 s on a CPU with "
                "AVX-512 BF16 (two bf16 processes: 18 min); row by row about 31 s on the "
-               "AVX-512 BF16 CPU (one bf16 process: 24 epochs in 13 min; 40 s in fp32) and, "
-               "not measured with its bidirectional encoder, about 1.4 x 46 s on the AVX2 CPU. "
-               "The pixel default fits the hour on both kinds.")
+               "AVX-512 BF16 CPU (one bf16 process: 24 epochs in 13 min; 40 s in fp32) and "
+               "about 84 s on a slower AVX2-only CPU (one fp32 process: 34 min; there "
+               "--epochs 12 takes 17 min and still beats PCA). The pixel default took 53 min "
+               "and 70 min on two AVX2-only CPUs.")
 
 
 def build_parser() -> argparse.ArgumentParser:
