@@ -268,6 +268,10 @@ def test_resume_and_eval_only_refuse_other_data(tmp_path, capsys):
             "--n-sequences 50, not 60", untouched=[tmp_path])
     refused(capsys, lambda: toy_main(run, "--eval-only", "--data-seed", "5"),
             "--eval-only", "--data-seed 0, not 5", untouched=[tmp_path])
+    # A model or training flag would be ignored: refused, naming it.
+    refused(capsys, lambda: toy_main(run, "--eval-only", "--hidden-size", "16", "--lr", "1e-3"),
+            "--eval-only evaluates the model of checkpoint", "--hidden-size 8, not 16",
+            "--lr", "drop those flags", untouched=[tmp_path])
     # Without a data flag, --eval-only takes the checkpoint's data and says so.
     results = toy_main(run, "--eval-only")
     assert "using the checkpoint's data flags: --n-sequences 50 instead of 600" in capsys.readouterr().out

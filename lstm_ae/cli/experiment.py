@@ -261,7 +261,9 @@ def load_for_evaluation(args: argparse.Namespace, device: torch.device, data_fla
     The flags in ``data_flags`` take the values the checkpoint was trained with,
     so the test split is the one the model never saw; a value given on the
     command line (``args._explicit``) that differs is refused with a UserError,
-    and values taken over are named in one logged line.
+    and values taken over are named in one logged line. Any other setting given
+    that differs from the checkpoint's (the model, its training, its grid) is
+    refused too: the model is the checkpoint's, so the flag would be ignored.
     """
     path = Path(path or args.checkpoint or Path(args.run_dir) / "final.pt")
     try:
@@ -277,6 +279,12 @@ def load_for_evaluation(args: argparse.Namespace, device: torch.device, data_fla
     if conflicts:
         raise UserError(f"--eval-only: checkpoint {path} was trained with {conflicts}; drop the "
                         "data flag to evaluate on the checkpoint's data, or pass another --checkpoint")
+    others = tuple(f for f in sorted(explicit) if f not in data_flags and f != "quick"
+                   and f not in LAYOUT_SETTINGS + FITTED_SETTINGS)
+    ignored = _differences(stored, current, others)
+    if ignored:   # the model, its training and its grid are the checkpoint's
+        raise UserError(f"--eval-only evaluates the model of checkpoint {path}, trained with "
+                        f"{ignored}; drop those flags, or train with them without --eval-only")
     taken = _differences(stored, current, tuple(data_flags), " instead of", ", ")
     for flag in data_flags:
         if flag in stored:
