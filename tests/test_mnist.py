@@ -10,7 +10,8 @@ import torch
 from lstm_ae.evaluation import baselines
 import lstm_ae_mnist
 from lstm_ae.datasets import mnist as mnist_data
-from conftest import idx_bytes, is_png, no_temp_files, script_settings, shared_data, write_mnist
+from conftest import (idx_bytes, is_png, no_temp_files, refused, script_settings, shared_data,
+                      write_mnist)
 from lstm_ae.errors import DataError
 from lstm_ae.datasets.mnist import (MNIST_FILES, SourceUnavailable, acquire_mnist, load_mnist,
                                     mnist_splits, parse_idx, read_idx)
@@ -190,7 +191,7 @@ def run_quick(tmp_path, mnist_dir, *extra):
                                str(tmp_path / "run"), *extra])
 
 
-def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir):
+def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir, capsys):
     results = run_quick(tmp_path, mnist_dir, "--epochs", "10", "--lr", "1e-2", "2e-2", "--batch-size", "24")
     for name in ("fig2_1_mnist_row_grid", "fig2_2_mnist_row_reconstructions",
                  "fig2_3_mnist_row_training"):
@@ -203,6 +204,12 @@ def test_quick_row_run_writes_every_figure_and_the_results(tmp_path, mnist_dir):
     assert 0 < saved["baselines"]["pca_mse"] < saved["baselines"]["mean_image_mse"]
     again = run_quick(tmp_path, mnist_dir, "--eval-only")
     assert again["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    # A switch of the model that differs is refused, shown as the settings line shows it;
+    # whether files may be fetched is not the model's.
+    refused(capsys, lambda: run_quick(tmp_path, mnist_dir, "--eval-only", "--no-chrono"),
+            "--chrono on, not off", untouched=[tmp_path / "run"])
+    from lstm_ae.cli.experiment import LAYOUT_SETTINGS
+    assert "no_download" in LAYOUT_SETTINGS
 
 
 def test_quick_pixel_run_draws_fig_2_4(tmp_path, mnist_dir):

@@ -175,6 +175,8 @@ def search_then_train(args: argparse.Namespace, points: list[GridPoint], splits:
 def _show_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(_show_value(v) for v in value)
+    if isinstance(value, bool):   # a switch, as the settings line shows it
+        return "on" if value else "off"
     return "none" if value is None else str(value)
 
 
@@ -194,7 +196,8 @@ def _differences(stored: dict, current: dict, flags: tuple, word: str = ", not",
 
 # Settings that change where a run writes or how it is laid out, not what it computes.
 LAYOUT_SETTINGS = ("resume", "overwrite", "quiet", "run_dir", "figures_dir", "procs", "threads",
-                   "workers", "device", "checkpoint", "export_latents", "eval_only")
+                   "workers", "device", "checkpoint", "export_latents", "eval_only",
+                   "no_download")
 
 
 # Settings a run may fit to its data or machine (a limit larger than the data, the
