@@ -214,3 +214,14 @@ def test_the_rank_that_failed_on_its_own_is_named_not_the_one_that_lost_it(tmp_p
     assert distributed._root_failure(processes, tmp_path, (0, 1), settle_s=0) == (1, 3)
     (tmp_path / "crash-1").write_text("RuntimeError: Connection closed by peer")
     assert distributed._root_failure(processes, tmp_path, (0, 1), settle_s=0) == (0, 1)
+
+
+def test_bad_input_under_torchrun_is_printed_once(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", str(REPO_ROOT / "lstm_ae_toy.py"), "--quick", "--length", "30",
+               "--figures-dir", str(tmp_path / "f"), "--run-dir", str(tmp_path / "r")]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=clean_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0            # torchrun reports the ranks' status 2 itself
+    assert done.stderr.count("lstm_ae_toy.py: error: --length must be at least 35") == 1
+    assert "exitcode  : 2" in done.stderr and not (tmp_path / "r").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 from pathlib import Path
@@ -193,8 +194,10 @@ GRID_AXES = ("hidden_size", "num_layers", "lr", "batch_size", "clip")
 
 
 def fail(parser: argparse.ArgumentParser, message: str) -> None:
-    """Print ``PROG: error: message`` as one line and exit with status 2."""
-    print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
+    """Print ``PROG: error: message`` as one line and exit with status 2; under
+    torchrun only rank 0 prints it (every rank meets the same bad input)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 
 
