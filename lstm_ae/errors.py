@@ -8,6 +8,7 @@ turns what a download or a copy does to a file into such a line.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import gzip
 import lzma
@@ -18,6 +19,14 @@ from typing import Iterator
 
 # The longest error line the scripts print; longer messages are shortened in the middle.
 MAX_MESSAGE = 400
+# What torchrun (and --procs) set in every process it starts.
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def a_secondary_rank() -> bool:
+    """Whether a launcher started this process as a rank other than 0: such a rank
+    leaves the one-line messages to rank 0, since every rank meets the same bad input."""
+    return all(name in os.environ for name in LAUNCHER_VARIABLES) and os.environ["RANK"] != "0"
 
 
 class UserError(Exception):

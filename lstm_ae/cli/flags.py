@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import re
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from lstm_ae.choices import DEVICE_CHOICES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS
 from lstm_ae.cli import recipes
 from lstm_ae.cli.recipes import FromEnv, Recipe, flag_name
 from lstm_ae.cli.recipes import args_as_dict  # noqa: F401  (the scripts import it from here)
-from lstm_ae.errors import UserError, one_line
+from lstm_ae.errors import UserError, a_secondary_rank, one_line
 from lstm_ae.files import REPO_ROOT  # noqa: F401  (scripts name their default paths by it)
 
 # ----------------------------------------------------------------------------
@@ -196,7 +195,7 @@ GRID_AXES = ("hidden_size", "num_layers", "lr", "batch_size", "clip")
 def fail(parser: argparse.ArgumentParser, message: str) -> None:
     """Print ``PROG: error: message`` as one line and exit with status 2; under
     torchrun only rank 0 prints it (every rank meets the same bad input)."""
-    if os.environ.get("RANK", "0") == "0":
+    if not a_secondary_rank():
         print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
-
-from tqdm import tqdm
 
 from lstm_ae.cli import run_folder, run_layout
 from lstm_ae.cli.experiment import default_output_dirs
@@ -39,7 +36,7 @@ def run_main(parser: argparse.ArgumentParser, recipe: Recipe,
     """
     if not (argv is None and distributed.under_torchrun()):
         return run_experiment(parser, recipe, body, argv, **options)
-    tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which leave() would leak
+    distributed.prepare_to_leave()
     try:
         run_experiment(parser, recipe, body, argv, **options)
         status = 0
@@ -76,9 +73,7 @@ def run_experiment(parser: argparse.ArgumentParser, recipe: Recipe,
                               else allow_bf16)
             return distributed.run(run_folder.guarded(body, parser.prog), args)
     except UserError as error:
-        if distributed.env_layout().is_main:  # under torchrun every rank meets it: one line
-            fail(parser, str(error))
-        raise SystemExit(2) from None
+        fail(parser, str(error))   # one line, from rank 0 alone under torchrun
     except Interrupted as stop:
         if distributed.env_layout().is_main:
             print(interruption_line(str(stop), typed, argv, Path(args.run_dir), checkpoints),

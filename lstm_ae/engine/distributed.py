@@ -46,12 +46,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tqdm import tqdm
 
-from lstm_ae.errors import Interrupted, UserError, signals_raise_interrupted
+from lstm_ae.errors import (LAUNCHER_VARIABLES, Interrupted, UserError,
+                            signals_raise_interrupted)
 from models import resolve_device
 
 TIMEOUT_ENV = "LSTM_AE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600
-LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 # ----------------------------------------------------------------------------
@@ -156,6 +156,12 @@ def shutdown() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def prepare_to_leave() -> None:
+    """Call first in a rank that will end with ``leave``: tqdm's default lock is a
+    multiprocessing semaphore, which ``os._exit`` would leak; a thread lock does."""
+    tqdm.set_lock(threading.RLock())
 
 
 def leave(status: int) -> None:
@@ -297,7 +303,7 @@ def _child(local_rank: int, nprocs: int, port: int, entry: Callable, args: tuple
     the parent stops the ranks itself.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which os._exit would leak
+    prepare_to_leave()
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
                       LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
