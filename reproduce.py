@@ -61,7 +61,7 @@ PARTS = (
     Part("mnist_row", "Part 2: MNIST, row by row", "lstm_ae_mnist.py", (), ("--quick",),
          "mnist", 19),
     Part("mnist_pixel", "Part 2: MNIST, pixel by pixel", "lstm_ae_mnist.py", PIXEL,
-         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 54),
+         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 55),
     Part("snp500", "Part 3: S&P 500", "lstm_ae_snp500.py", (), ("--quick", "--workers", "1"),
          "sp500", 25),
 )
