@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 
 
 from lstm_ae.cli.run_folder import held_run
-from lstm_ae.errors import UserError, one_line
+from lstm_ae.errors import Interrupted, UserError, one_line, signals_raise_interrupted
 from lstm_ae.files import REPO_ROOT, ensure_writable_dir, write_json
 from lstm_ae.reporting.results_page import PageEntry, write_page
 from lstm_ae.reporting.provenance import code_version, comparable_argv
@@ -224,6 +225,26 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
+def run_part(command: list[str]) -> int:
+    """Run one part's script and return its exit status. On SIGINT or SIGTERM here the
+    part gets the same signal (Ctrl-C in a terminal has sent it SIGINT already) and is
+    waited for, so it stops the way it does alone: a saved checkpoint and one line."""
+    child = subprocess.Popen(command, cwd=REPO_ROOT)
+    try:
+        with signals_raise_interrupted():
+            return child.wait()
+    except Interrupted as stop:
+        if child.poll() is None:
+            child.send_signal(stop.signum)
+        while True:
+            try:
+                status = child.wait()
+                break
+            except KeyboardInterrupt:     # a second Ctrl-C: the part is stopping already
+                continue
+        return status if status > 0 else 128 + stop.signum
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
@@ -264,9 +285,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{head}: python {part.script} {' '.join(argv)}{estimate}", flush=True)
         write_json(run_dir / "reproduce.json", {"argv": argv, "code_version": version})
         began = time.monotonic()
-        status = subprocess.run([sys.executable, part.script, *argv], cwd=REPO_ROOT).returncode
+        status = run_part([sys.executable, part.script, *argv])
         took[part.name] = time.monotonic() - began
         write_page(page, entries, note)
+        if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            print(f"{Path(__file__).name}: stopped during part {part.name} (its checkpoint is "
+                  "kept); run the same command again to continue it: finished parts are "
+                  "skipped", file=sys.stderr)
+            return status
         if status != 0:
             print(f"{Path(__file__).name}: error: part {part.name} failed (exit {status}, see "
                   "above); fix it and run the same command again: finished parts are skipped, "

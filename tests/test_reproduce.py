@@ -170,8 +170,7 @@ def test_interrupted_part_resumes(quick):
 def test_force_reruns_current_parts_afresh(quick, monkeypatch, capsys):
     out, _ = quick
     calls = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, cwd: calls.append(command)
-                        or subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr(reproduce, "run_part", lambda command: calls.append(command) or 0)
     reproduce.main(["--quick", "--out", str(out), "--threads", "1", "--quiet", "--parts", "toy",
                     "mnist_row"])
     assert calls == [] and capsys.readouterr().out.count("skipped") == 2
@@ -179,6 +178,37 @@ def test_force_reruns_current_parts_afresh(quick, monkeypatch, capsys):
                     "mnist_row", "--force"])
     assert [command[1] for command in calls] == ["lstm_ae_toy.py", "lstm_ae_mnist.py"]
     assert all("--resume" not in command for command in calls)
+
+
+def test_a_stopped_part_gets_one_line_and_the_same_command_continues(quick, monkeypatch, capsys):
+    out, _ = quick
+    (out / "toy" / "results.json").unlink()          # the toy part is to run again
+    monkeypatch.setattr(reproduce, "run_part", lambda command: 130)   # as after Ctrl-C
+    with pytest.raises(SystemExit) as stopped:
+        reproduce.main(["--quick", "--out", str(out), "--threads", "1", "--parts", "toy"])
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["reproduce.py: stopped during part toy (its checkpoint is kept); run the same "
+                   "command again to continue it: finished parts are skipped"]
+
+
+def test_run_part_passes_a_signal_on_and_waits_for_the_part(monkeypatch):
+    import os, signal, threading
+    monkeypatch.setattr(reproduce, "REPO_ROOT", Path.cwd())
+    # A part that saves on SIGINT and exits 130, as the scripts do; SIGINT reaches only
+    # reproduce.py (as with kill -INT PID), which must pass it on and wait.
+    part = ("import signal, sys, time\n"
+            "def stop(*_):\n    print('saved', flush=True); sys.exit(130)\n"
+            "signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    began = __import__("time").monotonic()
+    try:
+        status = reproduce.run_part([sys.executable, "-c", part])
+    finally:
+        timer.cancel()
+    assert status == 130
+    assert __import__("time").monotonic() - began < 30
 
 
 def test_part_state(tmp_path):

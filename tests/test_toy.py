@@ -132,3 +132,11 @@ def test_importing_the_script_runs_nothing():
     assert args.hidden_size == [32, 48] and max(args.hidden_size) < 50
     n_points = len(args.hidden_size) * len(args.lr) * len(args.clip) * len(args.batch_size)
     assert 4 <= n_points <= 30
+
+
+def test_toy_defaults_are_the_documented_recipe():
+    settings = script_settings(lstm_ae_toy, [])
+    assert settings.lr_schedule == "onecycle"      # cosine ended on a plateau (docs/toy.md)
+    assert (settings.hidden_size, settings.lr, settings.batch_size) == ([32, 48], [5e-3, 1e-2], [32, 64])
+    assert (settings.epochs, settings.grid_epochs, settings.clip) == (150, 3, [0.1, None])
+    assert script_settings(lstm_ae_toy, ["--lr-schedule", "cosine"]).lr_schedule == "cosine"
