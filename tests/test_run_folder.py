@@ -240,8 +240,7 @@ def test_reproduce_refuses_to_replace_a_run_it_did_not_start(run, capsys, monkey
     out = run.parent
     run.rename(out / "toy")
     calls = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, cwd: calls.append(command)
-                        or subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr(reproduce, "run_part", lambda command: calls.append(command) or 0)
     refused(capsys, lambda: reproduce.main(["--quick", "--out", str(out), "--parts", "toy",
                                             "mnist_row"]),
             "holds a run reproduce.py did not start", "--force", untouched=[out])
