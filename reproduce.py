@@ -58,13 +58,13 @@ class Part:
 PIXEL = ("--input", "pixel")    # the pixel defaults of lstm_ae_mnist.py (its RECIPE)
 PARTS = (
     Part("toy", "Part 1: synthetic signals", "lstm_ae_toy.py", (),
-         ("--quick", "--workers", "1"), minutes=10),
+         ("--quick", "--workers", "1"), minutes=4),
     Part("mnist_row", "Part 2: MNIST, row by row", "lstm_ae_mnist.py", (), ("--quick",),
-         "mnist", 19),
+         "mnist", 13),
     Part("mnist_pixel", "Part 2: MNIST, pixel by pixel", "lstm_ae_mnist.py", PIXEL,
-         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 55),
+         ("--quick", "--input", "pixel", "--train-limit", "300"), "mnist", 52),
     Part("snp500", "Part 3: S&P 500", "lstm_ae_snp500.py", (), ("--quick", "--workers", "1"),
-         "sp500", 25),
+         "sp500", 10),
 )
 PART_NAMES = tuple(part.name for part in PARTS)
 QUICK_OUT = REPO_ROOT / "runs" / "quick"
@@ -245,6 +245,26 @@ def run_part(command: list[str]) -> int:
         return status if status > 0 else 128 + stop.signum
 
 
+def from_quick_run(results_path: Path) -> bool:
+    """Whether the results at ``results_path`` are of a --quick run (the page then keeps
+    its smoke-run note even when --page-only is given without --quick)."""
+    try:
+        argv = json.loads(results_path.read_text())["provenance"]["argv"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return "--quick" in argv
+
+
+def stopped_line(name: str, run_dir: Path, argv: list[str], version: str) -> str:
+    """What reproduce.py says when it was stopped in part ``name``: the part may have
+    finished before the signal came, else its own line above says what it kept."""
+    if part_state(run_dir, argv, version) == "done":
+        return (f"stopped after part {name} finished; run the same command again for the "
+                "parts left: finished parts are skipped")
+    return (f"stopped during part {name} (its line above says what it saved); run the same "
+            "command again to continue it: finished parts are skipped")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
@@ -254,10 +274,12 @@ def run(args: argparse.Namespace) -> int:
                         "choose another --out")
     ensure_writable_dir(out, "--out")
     parts = [part for part in PARTS if part.name in args.parts]
-    entries = [PageEntry(p.name, p.title, documented(p, args.quick),
+    smoke = args.quick or (args.page_only and any(from_quick_run(part_dirs(p, out)[0] / "results.json")
+                                                  for p in PARTS))
+    entries = [PageEntry(p.name, p.title, documented(p, smoke),
                          part_dirs(p, out)[0] / "results.json", part_dirs(p, out)[1]) for p in PARTS]
     page = out / "RESULTS.md"
-    note = QUICK_NOTE if args.quick else ""
+    note = QUICK_NOTE if smoke else ""
     if args.page_only:
         if not any(entry.results_path.is_file() for entry in entries):
             raise UserError(f"--page-only found no results.json in {out}'s part folders (runs/ is not "
@@ -289,9 +311,8 @@ def run(args: argparse.Namespace) -> int:
         took[part.name] = time.monotonic() - began
         write_page(page, entries, note)
         if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-            print(f"{Path(__file__).name}: stopped during part {part.name} (its checkpoint is "
-                  "kept); run the same command again to continue it: finished parts are "
-                  "skipped", file=sys.stderr)
+            print(f"{Path(__file__).name}: {stopped_line(part.name, run_dir, argv, version)}",
+                  file=sys.stderr)
             return status
         if status != 0:
             print(f"{Path(__file__).name}: error: part {part.name} failed (exit {status}, see "

@@ -225,3 +225,35 @@ def test_bad_input_under_torchrun_is_printed_once(tmp_path):
     assert done.returncode != 0            # torchrun reports the ranks' status 2 itself
     assert done.stderr.count("lstm_ae_toy.py: error: --length must be at least 35") == 1
     assert "exitcode  : 2" in done.stderr and not (tmp_path / "r").exists()
+
+
+def test_ranks_that_refuse_between_two_looks_are_still_seen_as_failed(tmp_path):
+    """Both ranks refuse and exit while the parent looks: exit codes read None, then 2.
+    The parent must name the failure, not take the run for finished without a result."""
+    class Ending:
+        def __init__(self):
+            self.reads, self.read_end = 0, os.pipe()[0]
+            self.sentinel = self.read_end
+
+        @property
+        def exitcode(self):
+            self.reads += 1
+            return None if self.reads == 1 else 2
+    processes = [Ending(), Ending()]
+    for process in processes:          # their sentinels ready at once, as for ended processes
+        os.close(os.dup2(os.open(os.devnull, os.O_RDONLY), process.read_end))
+    assert distributed._wait(processes, tmp_path) == (0, 2)
+
+
+def test_ranks_start_with_sigint_ignored_and_the_parent_keeps_its_handler():
+    """A Ctrl-C to the terminal's group while a rank is still starting (importing torch)
+    is no traceback there: the rank starts with SIGINT ignored."""
+    import multiprocessing
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    ranks = [multiprocessing.get_context("spawn").Process(target=signal.raise_signal,
+                                                          args=(signal.SIGINT,))]
+    distributed._start_ignoring_sigint(ranks)
+    assert signal.getsignal(signal.SIGINT) is before
+    ranks[0].join(60)
+    assert ranks[0].exitcode == 0      # with Python's handler: KeyboardInterrupt, status 1

@@ -239,7 +239,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (row.reconstruction_loss, pixel.reconstruction_loss) == ("bce", "mse")
     assert (row.grid_epochs, pixel.grid_epochs) == (1, 2)
     # The pixel recipe of docs/mnist.md.
-    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 20, 0)
+    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 25, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
     assert row.decoder_position is True and pixel.decoder_position is True
     assert (row.ce_weight, pixel.ce_weight) == (0.1, 0.1)
@@ -255,7 +255,7 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (old.hidden_size, old.epochs, old.batch_size, old.lr) == ([128], 30, [32], [2e-3])
     text = parser.format_help()
     for documented in ("bce for row, mse for pixel", "1 for row, 2 for pixel",
-                       "24 for row, 20 for pixel", "128 for row, 64 for pixel", "latent for row, zero for pixel",
+                       "24 for row, 25 for pixel", "128 for row, 64 for pixel", "latent for row, zero for pixel",
                        "off for row, on for pixel", "0.1 for row, 0.1 for pixel",
                        "on for row, off for pixel"):
         assert documented in " ".join(text.split()), documented

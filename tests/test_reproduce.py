@@ -188,8 +188,29 @@ def test_a_stopped_part_gets_one_line_and_the_same_command_continues(quick, monk
         reproduce.main(["--quick", "--out", str(out), "--threads", "1", "--parts", "toy"])
     assert stopped.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["reproduce.py: stopped during part toy (its checkpoint is kept); run the same "
-                   "command again to continue it: finished parts are skipped"]
+    assert err == ["reproduce.py: stopped during part toy (its line above says what it saved); "
+                   "run the same command again to continue it: finished parts are skipped"]
+
+
+def test_a_part_that_finished_before_the_stop_is_said_to_have_finished(tmp_path):
+    argv, version = ["--quick"], code_version()
+    assert reproduce.stopped_line("toy", tmp_path, argv, version).startswith(
+        "stopped during part toy")
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"provenance": {"argv": argv, "code_version": version}}))
+    assert reproduce.stopped_line("toy", tmp_path, argv, version) == (
+        "stopped after part toy finished; run the same command again for the parts left: "
+        "finished parts are skipped")
+
+
+def test_page_only_on_a_quick_folder_keeps_the_smoke_run_note(quick):
+    out, _ = quick
+    page = (out / "RESULTS.md").read_bytes()
+    try:
+        assert reproduce.main(["--out", str(out), "--page-only"]) == 0     # no --quick
+        assert (out / "RESULTS.md").read_bytes() == page and b"Smoke run" in page
+    finally:
+        (out / "RESULTS.md").write_bytes(page)
 
 
 def test_run_part_passes_a_signal_on_and_waits_for_the_part(monkeypatch):

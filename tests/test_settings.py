@@ -47,7 +47,7 @@ def test_help_shows_the_default_each_flag_gets(module):
 def test_mnist_help_names_the_default_per_input():
     text = " ".join(lstm_ae_mnist.build_parser().format_help().split())
     assert "(default: 128 for row, 64 for pixel)" in text
-    assert "(default: 24 for row, 20 for pixel)" in text
+    assert "(default: 24 for row, 25 for pixel)" in text
 
 
 def test_explicit_flags_win_over_quick_and_mode_values():

@@ -346,8 +346,7 @@ def launch(entry: Callable, nprocs: int, *args) -> Any:
                                    name=f"lstm-ae-rank-{rank_}") for rank_ in range(nprocs)]
         try:
             with signals_raise_interrupted():
-                for process in processes:
-                    process.start()
+                _start_ignoring_sigint(processes)
                 failed = _wait(processes, Path(folder))
         except Interrupted:
             _stop(processes)
@@ -358,22 +357,38 @@ def launch(entry: Callable, nprocs: int, *args) -> Any:
             raise UserError(_failure_line(Path(folder), nprocs, *failed)) from None
         result = Path(folder, "result.pkl")
         if not result.exists():
-            raise UserError("training process rank 0 ended without a result")
+            errors = sorted(Path(folder).glob("error-*"))
+            raise UserError(errors[0].read_text() if errors
+                            else "training process rank 0 ended without a result")
         with open(result, "rb") as handle:
             return pickle.load(handle)
+
+
+def _start_ignoring_sigint(processes: list) -> None:
+    """Start the ranks with SIGINT ignored, which a new interpreter keeps: a Ctrl-C to
+    the terminal's process group while a rank still imports torch is then no
+    traceback there (the parent stops the ranks itself). SIGTERM still ends them."""
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def _wait(processes: list, folder: Path) -> Optional[tuple[int, int]]:
     """Wait for every rank; (rank, exit code) of the first that failed before its
     work was done, or None when all finished."""
     while True:
-        for rank_, process in enumerate(processes):
-            code = process.exitcode
+        # One snapshot of the exit codes per pass: a rank that ends between the failure
+        # check and the liveness check is seen on the next pass, never skipped.
+        codes = [process.exitcode for process in processes]
+        for rank_, code in enumerate(codes):
             finished = (Path(folder, "result.pkl").exists() if rank_ == 0
                         else Path(folder, f"done-{rank_}").exists())
             if code not in (None, 0) and not finished:
                 return rank_, code
-        alive = [p.sentinel for p in processes if p.exitcode is None]
+        alive = [p.sentinel for p, code in zip(processes, codes) if code is None]
         if not alive:
             return None
         multiprocessing.connection.wait(alive, timeout=1.0)
