@@ -248,11 +248,10 @@ def run_part(command: list[str]) -> int:
 def from_quick_run(results_path: Path) -> bool:
     """Whether the results at ``results_path`` are of a --quick run (the page then keeps
     its smoke-run note even when --page-only is given without --quick)."""
-    try:
-        argv = json.loads(results_path.read_text())["provenance"]["argv"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return "--quick" in argv
+    record = _read_json(results_path)
+    provenance = record.get("provenance") if isinstance(record, dict) else None
+    argv = provenance.get("argv") if isinstance(provenance, dict) else None
+    return isinstance(argv, list) and "--quick" in argv
 
 
 def stopped_line(name: str, run_dir: Path, argv: list[str], version: str) -> str:
@@ -274,10 +273,11 @@ def run(args: argparse.Namespace) -> int:
                         "choose another --out")
     ensure_writable_dir(out, "--out")
     parts = [part for part in PARTS if part.name in args.parts]
-    smoke = args.quick or (args.page_only and any(from_quick_run(part_dirs(p, out)[0] / "results.json")
-                                                  for p in PARTS))
-    entries = [PageEntry(p.name, p.title, documented(p, smoke),
-                         part_dirs(p, out)[0] / "results.json", part_dirs(p, out)[1]) for p in PARTS]
+    dirs = {p.name: part_dirs(p, out) for p in PARTS}
+    smoke = args.quick or (args.page_only and any(from_quick_run(run_dir / "results.json")
+                                                  for run_dir, _ in dirs.values()))
+    entries = [PageEntry(p.name, p.title, documented(p, smoke), dirs[p.name][0] / "results.json",
+                         dirs[p.name][1]) for p in PARTS]
     page = out / "RESULTS.md"
     note = QUICK_NOTE if smoke else ""
     if args.page_only:
@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     started, took = time.monotonic(), {}
     states = {name: state for name, (_, state) in planned.items()}
     for number, part in enumerate(parts, 1):
-        run_dir = part_dirs(part, out)[0]
+        run_dir = dirs[part.name][0]
         argv, state = planned[part.name]
         head = f"[reproduce {number}/{len(parts)}] {part.name}"
         if state == "done":

@@ -356,10 +356,8 @@ def launch(entry: Callable, nprocs: int, *args) -> Any:
             _stop(processes)
             raise UserError(_failure_line(Path(folder), nprocs, *failed)) from None
         result = Path(folder, "result.pkl")
-        if not result.exists():
-            errors = sorted(Path(folder).glob("error-*"))
-            raise UserError(errors[0].read_text() if errors
-                            else "training process rank 0 ended without a result")
+        if not result.exists():   # rank 0 exited 0 without writing it: a bug, not the user's
+            raise UserError("training process rank 0 ended without a result")
         with open(result, "rb") as handle:
             return pickle.load(handle)
 
