@@ -236,10 +236,10 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
     assert (row.hidden_size, row.batch_size, row.lr, row.epochs, row.shift) == ([128], [32], [4e-3], 24, 1)
     assert (row.decoder_state, pixel.decoder_state) == ("latent", "zero")
     assert (row.init, row.chrono, row.reverse_output, row.standardize_input) == ("orthogonal", True, False, True)
-    assert (row.reconstruction_loss, pixel.reconstruction_loss) == ("bce", "mse")
+    assert (row.reconstruction_loss, pixel.reconstruction_loss) == ("bce", "bce")
     assert (row.grid_epochs, pixel.grid_epochs) == (1, 2)
     # The pixel recipe of docs/mnist.md.
-    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [2e-3], 25, 0)
+    assert (pixel.hidden_size, pixel.batch_size, pixel.lr, pixel.epochs, pixel.shift) == ([64], [32], [3e-3], 25, 0)
     assert (pixel.init, pixel.chrono, pixel.reverse_output, pixel.standardize_input) == ("orthogonal", True, True, True)
     assert row.decoder_position is True and pixel.decoder_position is True
     assert (row.ce_weight, pixel.ce_weight) == (0.1, 0.1)
