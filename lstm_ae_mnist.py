@@ -81,7 +81,8 @@ EPOCH_COSTS = ("What one epoch of the defaults costs on 2 CPU cores (measured; e
                "also says when the run should end): pixel by pixel 123 to 136 s on a CPU with "
                "AVX-512 BF16 (two bf16 processes: the 25 epochs in 52 to 57 min, the hour it is "
                "tuned for) and about 450 s on an AVX2-only CPU (one fp32 process: 25 epochs "
-               "take 3 h there; --epochs 7 fits the hour, 95.9%); row by row 31 to 35 s on the "
+               "take 3 h there; --epochs 7 fits the hour, 95.9% with the earlier MSE recipe at "
+               "2e-3); row by row 31 to 35 s on the "
                "AVX-512 BF16 CPU (one bf16 process: 24 epochs in 12 to 14 min; 40 s in fp32) and "
                "about 84 s on a slower AVX2-only CPU (one fp32 process: 34 min; there "
                "--epochs 12 takes 17 min and still beats PCA).")

@@ -184,10 +184,12 @@ def part_argv(part: Part, args: argparse.Namespace, out: Path, data: dict) -> li
 
 
 def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object."""
     try:
-        return json.loads(Path(path).read_text())
+        record = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def part_state(run_dir: Path, argv: list[str], version: str) -> str:
@@ -248,8 +250,7 @@ def run_part(command: list[str]) -> int:
 def from_quick_run(results_path: Path) -> bool:
     """Whether the results at ``results_path`` are of a --quick run (the page then keeps
     its smoke-run note even when --page-only is given without --quick)."""
-    record = _read_json(results_path)
-    provenance = record.get("provenance") if isinstance(record, dict) else None
+    provenance = _read_json(results_path).get("provenance")
     argv = provenance.get("argv") if isinstance(provenance, dict) else None
     return isinstance(argv, list) and "--quick" in argv
 

@@ -329,3 +329,14 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal(capsys):
         progress.update(done, lambda: 1.0)
     progress.close()
     assert capsys.readouterr().err == ""
+
+
+def test_a_part_file_that_is_not_a_json_object_reads_as_absent(tmp_path):
+    # A results.json or reproduce.json holding a list (or garbage) is no run of this
+    # command: the part is new, not a crash, and no smoke-run note is kept.
+    (tmp_path / "results.json").write_text("[1, 2]")
+    (tmp_path / "reproduce.json").write_text("not json")
+    assert reproduce.part_state(tmp_path, ["--seed", "0"], "sha256:x") == "new"
+    assert reproduce.from_quick_run(tmp_path / "results.json") is False
+    (tmp_path / "results.json").write_text(json.dumps({"provenance": {"argv": ["--quick"]}}))
+    assert reproduce.from_quick_run(tmp_path / "results.json") is True
