@@ -9,7 +9,8 @@ from their results.json files.
 
 Each part runs as its own process (``sys.executable SCRIPT ...``). A part whose
 results.json was written by the same command and the same code
-(run_info.code_version) is skipped; ``--force`` reruns it. A part that was
+(provenance.code_version: the library, models.py and the part's own script) is
+skipped, so a change to one script's recipe reruns that part only; ``--force`` reruns it. A part that was
 started but did not finish continues with the script's ``--resume``.
 ``--quick`` runs each script's ``--quick`` on small stand-in data (synthetic
 digits and prices) unless LSTM_AE_MNIST_DIR / --data give the real data; it
@@ -201,15 +202,17 @@ def part_state(run_dir: Path, argv: list[str], version: str) -> str:
     return "started" if same(_read_json(run_dir / "reproduce.json")) else "new"
 
 
-def plan_parts(parts: list[Part], args: argparse.Namespace, out: Path, data: dict,
-               version: str) -> dict[str, tuple[list[str], str]]:
-    """{part: (argv, state)}, refusing before anything runs to replace a run that
-    reproduce.py did not start. A part begun and not finished continues (--resume);
-    a part to run again where a run of reproduce.py is starts afresh (--overwrite)."""
+def plan_parts(parts: list[Part], args: argparse.Namespace, out: Path,
+               data: dict) -> dict[str, tuple[list[str], str, str]]:
+    """{part: (argv, state, its code version)}, refusing before anything runs to
+    replace a run that reproduce.py did not start. A part begun and not finished
+    continues (--resume); a part to run again where a run of reproduce.py is starts
+    afresh (--overwrite)."""
     planned = {}
     for part in parts:
         run_dir = part_dirs(part, out)[0]
         argv = part_argv(part, args, out, data)
+        version = code_version(script=part.script)
         state = "new" if args.force else part_state(run_dir, argv, version)
         held = held_run(run_dir) if state == "new" else None
         if held and not args.force and not (run_dir / "reproduce.json").is_file():
@@ -219,7 +222,7 @@ def plan_parts(parts: list[Part], args: argparse.Namespace, out: Path, data: dic
             argv.append("--overwrite")
         elif state == "started":
             argv.append("--resume")
-        planned[part.name] = (argv, state)
+        planned[part.name] = (argv, state, version)
     return planned
 
 
@@ -289,14 +292,13 @@ def run(args: argparse.Namespace) -> int:
         write_page(page, entries, note)
         print(f"wrote {page}")
         return 0
-    version = code_version()
-    planned = plan_parts(parts, args, out, data_args(parts, args, out, write=False), version)
+    planned = plan_parts(parts, args, out, data_args(parts, args, out, write=False))
     data_args(parts, args, out)     # refusals first: the stand-in data are written only now
     started, took = time.monotonic(), {}
-    states = {name: state for name, (_, state) in planned.items()}
+    states = {name: state for name, (_, state, _) in planned.items()}
     for number, part in enumerate(parts, 1):
         run_dir = dirs[part.name][0]
-        argv, state = planned[part.name]
+        argv, state, version = planned[part.name]
         head = f"[reproduce {number}/{len(parts)}] {part.name}"
         if state == "done":
             print(f"{head}: results current (same command and code), skipped; --force reruns it",

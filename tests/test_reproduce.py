@@ -18,7 +18,7 @@ import pytest
 import reproduce
 from lstm_ae.reporting import results_page
 from conftest import REPO_ROOT, clean_env
-from lstm_ae.reporting.provenance import code_version
+from lstm_ae.reporting.provenance import ENTRY_SCRIPTS, code_files, code_version
 from lstm_ae.engine.progress import EpochProgress
 
 KEY = re.compile(r"`([^`]+)`")
@@ -120,9 +120,9 @@ def test_every_number_on_the_page_is_the_one_in_its_results_json(quick):
     checked = 0
     for name, body in sections((out / "RESULTS.md").read_text()).items():
         results = json.loads((out / name / "results.json").read_text())
-        assert results["provenance"]["code_version"] == code_version()
-        assert results["provenance"]["command"].startswith(
-            f"python {next(p.script for p in reproduce.PARTS if p.name == name)} --quick")
+        script = next(p.script for p in reproduce.PARTS if p.name == name)
+        assert results["provenance"]["code_version"] == code_version(script=script)
+        assert results["provenance"]["command"].startswith(f"python {script} --quick")
         shown = results_page.without_machine_paths(results["provenance"]["command"])
         assert f"    {shown}\n" in body and "/tmp/" not in shown
         for header, cells in table_rows(body):
@@ -154,6 +154,44 @@ def test_rerun_skips_current_parts_and_page_only_gives_the_same_bytes(quick):
     assert (out / "RESULTS.md").read_bytes() == page
     assert reproduce.main(["--quick", "--out", str(out), "--page-only"]) == 0
     assert (out / "RESULTS.md").read_bytes() == page
+
+
+def test_a_change_to_one_script_reruns_only_its_part(quick, monkeypatch, capsys):
+    out, _ = quick
+    calls = []
+    monkeypatch.setattr(reproduce, "run_part", lambda command: calls.append(command) or 0)
+    real = reproduce.code_version
+    monkeypatch.setattr(reproduce, "code_version", lambda script=None: (
+        "sha256:edited" if script == "lstm_ae_toy.py" else real(script=script)))
+    marker = out / "toy" / "reproduce.json"
+    kept = marker.read_bytes()
+    try:
+        reproduce.main(["--quick", "--out", str(out), "--threads", "1", "--quiet"])
+    finally:
+        marker.write_bytes(kept)        # the other tests share this reproduction
+    assert [command[1] for command in calls] == ["lstm_ae_toy.py"]
+    assert capsys.readouterr().out.count("skipped") == 3
+
+
+def test_code_version_of_a_script_ignores_the_other_scripts(tmp_path):
+    for name in (*ENTRY_SCRIPTS, "models.py", "reproduce.py", "lstm_ae/engine/loop.py",
+                 "lstm_ae/reporting/page.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n")
+    toy, mnist = "lstm_ae_toy.py", "lstm_ae_mnist.py"
+    names = {path.relative_to(tmp_path).as_posix() for path in code_files(tmp_path, toy)}
+    assert names == {toy, "models.py", "lstm_ae/engine/loop.py"}
+    before = {script: code_version(tmp_path, script) for script in (toy, mnist, None)}
+    assert len(set(before.values())) == 3
+    (tmp_path / mnist).write_text("# the pixel recipe changed\n")
+    after = {script: code_version(tmp_path, script) for script in (toy, mnist, None)}
+    assert after[toy] == before[toy] and after[mnist] != before[mnist] and after[None] != before[None]
+    (tmp_path / "lstm_ae/engine/loop.py").write_text("# the loop changed\n")
+    assert code_version(tmp_path, toy) != after[toy]
+    current = code_version(tmp_path, mnist)
+    (tmp_path / "reproduce.py").write_text("# not code\n")
+    (tmp_path / "lstm_ae/reporting/page.py").write_text("# not code\n")
+    assert code_version(tmp_path, mnist) == current
 
 
 def test_interrupted_part_resumes(quick):

@@ -26,6 +26,8 @@ from lstm_ae.files import REPO_ROOT
 NOT_CODE = ("reproduce.py",                      # runs the parts, writes the page
             "lstm_ae/reporting",                 # figures' looks, the page, this module
             "lstm_ae/datasets/standins.py")      # stand-in data of --quick and the tests
+# The experiment scripts: a part's results depend on its own script, not on the others'.
+ENTRY_SCRIPTS = ("lstm_ae_toy.py", "lstm_ae_mnist.py", "lstm_ae_snp500.py")
 # Flags that do not change a run's results (--resume ends where an uninterrupted run would;
 # --overwrite only clears the run folder first).
 NEUTRAL_FLAGS = ("--resume", "--overwrite", "--quiet")
@@ -45,21 +47,24 @@ def note_layout(layout: dict) -> None:
     _command["layout"] = dict(layout)
 
 
-def code_files(root: Path = REPO_ROOT) -> list[Path]:
+def code_files(root: Path = REPO_ROOT, script: Optional[str] = None) -> list[Path]:
     """The files whose bytes decide what a run computes: the top-level scripts and
-    models.py, and every module of the lstm_ae package, except NOT_CODE."""
+    models.py, and every module of the lstm_ae package, except NOT_CODE. With
+    ``script`` (one of ENTRY_SCRIPTS), the other experiment scripts are left out, so
+    a change to one script's recipe leaves the other scripts' results current."""
     root = Path(root)
     files = sorted(root.glob("*.py")) + sorted((root / "lstm_ae").rglob("*.py"))
+    others = [name for name in ENTRY_SCRIPTS if script in ENTRY_SCRIPTS and name != script]
     def counted(path: Path) -> bool:
         name = path.relative_to(root).as_posix()
-        return not any(name == skip or name.startswith(skip + "/") for skip in NOT_CODE)
+        return not any(name == skip or name.startswith(skip + "/") for skip in (*NOT_CODE, *others))
     return [path for path in files if counted(path)]
 
 
-def code_version(root: Path = REPO_ROOT) -> str:
-    """sha256 (first 16 hex digits) over the paths and bytes of ``code_files``."""
+def code_version(root: Path = REPO_ROOT, script: Optional[str] = None) -> str:
+    """sha256 (first 16 hex digits) over the paths and bytes of ``code_files(root, script)``."""
     digest = hashlib.sha256()
-    for path in code_files(root):
+    for path in code_files(root, script):
         name = path.relative_to(root).as_posix()
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "sha256:" + digest.hexdigest()[:16]
@@ -85,7 +90,8 @@ def machine() -> dict:
 
 def run_provenance() -> dict:
     """What results.json records about the run that wrote it:
-    command (shell text), argv (list), code_version, machine, torch and python
+    command (shell text), argv (list), code_version (of this script's code),
+    machine, torch and python
     versions, date (UTC, when the results were written) and wall_clock_s
     (seconds since the script parsed its flags; for a run continued with
     --resume, the last process only)."""
@@ -95,7 +101,7 @@ def run_provenance() -> dict:
     return {
         "command": shlex.join(["python", prog, *argv]),
         "argv": argv,
-        "code_version": code_version(),
+        "code_version": code_version(script=prog),
         "machine": machine(),
         "torch": torch.__version__,
         "python": platform.python_version(),
