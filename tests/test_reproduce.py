@@ -178,6 +178,7 @@ def test_code_version_of_a_script_ignores_the_other_scripts(tmp_path):
                  "lstm_ae/reporting/page.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(f"# {name}\n")
+    assert {part.script for part in reproduce.PARTS} == set(ENTRY_SCRIPTS)
     toy, mnist = "lstm_ae_toy.py", "lstm_ae_mnist.py"
     names = {path.relative_to(tmp_path).as_posix() for path in code_files(tmp_path, toy)}
     assert names == {toy, "models.py", "lstm_ae/engine/loop.py"}
