@@ -10,8 +10,9 @@ from their results.json files.
 Each part runs as its own process (``sys.executable SCRIPT ...``). A part whose
 results.json was written by the same command and the same code
 (provenance.code_version: the library, models.py and the part's own script) is
-skipped, so a change to one script's recipe reruns that script's parts only; ``--force`` reruns it. A part that was
-started but did not finish continues with the script's ``--resume``.
+skipped, so a change to one script's recipe reruns that script's parts only;
+``--force`` reruns it. A part that was started but did not finish continues with
+the script's ``--resume``.
 ``--quick`` runs each script's ``--quick`` on small stand-in data (synthetic
 digits and prices) unless LSTM_AE_MNIST_DIR / --data give the real data; it
 writes under --out (default runs/quick/, ignored by git), never to figures/ or
