@@ -6,7 +6,7 @@ learning rate, gradient clipping and batch size is searched on validation loss;
 the best configuration is trained for longer and evaluated on the test split
 against two baselines that need no model.
 
-    python lstm_ae_toy.py             # default grid + final training (~15 min, 2 cores)
+    python lstm_ae_toy.py             # default grid + final training (5 to 10 min, 2 cores)
     python lstm_ae_toy.py --quick     # everything end to end in under a minute
 
 Figures (--figures-dir, default RUN_DIR/figures/): fig1_1_toy_examples.png,
@@ -34,9 +34,9 @@ from lstm_ae.errors import UserError
 RECIPE = Recipe(
     common=COMMON_DEFAULTS,
     defaults=dict(n_sequences=10_000, length=50, data_seed=0,
-                  hidden_size=[32, 48], lr=[5e-3, 1e-2], batch_size=[32, 64], clip=[0.1, None],
-                  # one-cycle: 0.00343 and 0.00323 (seeds 0, 1) where cosine ended at 0.00972 on a
-                  # plateau on the same CPU (docs/toy.md)
+                  # peak rates up to 1.5e-2 and a clip at 0.05: 0.00237 (AVX-512) and 0.00289 (AVX2
+                  # kernels) where {5e-3, 1e-2} x {0.1, none} ended at 0.00342 and 0.00426 (docs/toy.md)
+                  hidden_size=[32, 48], lr=[1e-2, 1.5e-2], batch_size=[32, 64], clip=[0.05, None],
                   epochs=150, grid_epochs=3, lr_schedule="onecycle",
                   precision=precision_default("fp32"), workers=2),
     # --quick trains its two tiny points in this process: a worker pool's start-up

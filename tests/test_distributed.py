@@ -184,6 +184,19 @@ def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_
         assert len(rows) == 3
 
 
+def test_ranks_of_main_called_from_python_record_the_scripts_command(tmp_path):
+    """main(argv) from Python under --procs 2: rank 0 writes results.json in a spawned
+    process whose sys.argv is the caller's (here pytest's), not the script's."""
+    argv = ["--quick", "--procs", "2", "--threads", "1", "--quiet",
+            "--figures-dir", str(tmp_path / "f"), "--run-dir", str(tmp_path / "r")]
+    lstm_ae_toy.main(argv)
+    provenance = json.loads((tmp_path / "r" / "results.json").read_text())["provenance"]
+    assert provenance["argv"] == argv
+    assert provenance["command"].startswith("python lstm_ae_toy.py --quick --procs 2")
+    assert provenance["layout"]["processes"] == 2
+    assert provenance["wall_clock_s"] > 1.0     # counted from the parent's start
+
+
 def test_bad_input_under_two_processes_is_one_line(tmp_path):
     command = [sys.executable, str(REPO_ROOT / "lstm_ae_toy.py"), "--quick", "--procs", "2",
                "--length", "30", "--figures-dir", str(tmp_path / "f"),

@@ -3,6 +3,9 @@ version, the machine, the PyTorch version, the date and the wall-clock.
 
 ``cli.main.run_main`` calls :func:`note_command` when a script starts; the script
 adds ``results["provenance"] = run_provenance()`` before writing its results.
+The ranks that ``--procs`` starts inherit the noted command through the
+environment (COMMAND_VARIABLE), so they record the script's own command even
+when ``main(argv)`` was called from Python.
 ``reproduce.py`` compares ``argv`` and ``code_version`` to decide whether a
 part's results are current.
 """
@@ -10,6 +13,7 @@ part's results are current.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -35,10 +39,29 @@ NEUTRAL_FLAGS = ("--resume", "--overwrite", "--quiet")
 _command: dict = {"prog": None, "argv": None, "started": time.monotonic()}
 
 
+# The noted command, as JSON, for processes this one starts (a spawned rank
+# imports this module afresh). time.monotonic is one clock for the whole machine.
+COMMAND_VARIABLE = "LSTM_AE_COMMAND"
+
+
 def note_command(prog: str, argv: Optional[Sequence[str]]) -> None:
     """Remember the script and its arguments (``None``: sys.argv[1:]), and start the clock."""
     _command.update(prog=prog, argv=list(sys.argv[1:] if argv is None else argv),
                     started=time.monotonic())
+    os.environ[COMMAND_VARIABLE] = json.dumps({key: _command[key]
+                                               for key in ("prog", "argv", "started")})
+
+
+def _inherit_command() -> None:
+    """In a process that noted no command itself (a rank of --procs), take its parent's."""
+    if _command["prog"] is not None or COMMAND_VARIABLE not in os.environ:
+        return
+    try:
+        noted = json.loads(os.environ[COMMAND_VARIABLE])
+        _command.update(prog=str(noted["prog"]), argv=[str(a) for a in noted["argv"]],
+                        started=float(noted["started"]))
+    except (ValueError, KeyError, TypeError):
+        pass  # not ours to trust: fall back on sys.argv
 
 
 def note_layout(layout: dict) -> None:
@@ -96,6 +119,7 @@ def run_provenance() -> dict:
     (seconds since the script parsed its flags; for a run continued with
     --resume, the last process only)."""
     import torch
+    _inherit_command()
     prog = _command["prog"] or Path(sys.argv[0]).name
     argv = _command["argv"] if _command["argv"] is not None else sys.argv[1:]
     return {
