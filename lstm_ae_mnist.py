@@ -41,7 +41,7 @@ POSITION_PERIODS = {"row": (7, 14, 28), "pixel": (7, 14, 28, 196, 392, 784)}
 # on BCE with the pixel recipe's initialisation, a bidirectional encoder, the decoder started
 # from z, a light cross-entropy weight and shifts of one pixel, the first measured to beat
 # PCA at 99.3% or more; pixel: 25 epochs on BCE at a peak rate of 3e-3, 99.03% and MSE 0.0131 in
-# 56 min on a 2-core CPU with AVX-512 BF16, --epochs 7 on an AVX2-only one; both in docs/mnist.md),
+# 56 to 59 min on a 2-core CPU with AVX-512 BF16, --epochs 7 on an AVX2-only one; both in docs/mnist.md),
 # and what --quick changes. Flags given explicitly win.
 RECIPE = Recipe(
     common=COMMON_DEFAULTS,
@@ -78,8 +78,8 @@ BF16_CHECKED = {"row": True, "pixel": True}
 
 # What an epoch of the defaults costs, measured on 2-core AMD EPYC CPUs (docs/mnist.md).
 EPOCH_COSTS = ("What one epoch of the defaults costs on 2 CPU cores (measured; every epoch line "
-               "also says when the run should end): pixel by pixel 123 to 136 s on a CPU with "
-               "AVX-512 BF16 (two bf16 processes: the 25 epochs in 52 to 57 min, the hour it is "
+               "also says when the run should end): pixel by pixel 123 to 140 s on a CPU with "
+               "AVX-512 BF16 (two bf16 processes: the 25 epochs in 52 to 59 min, the hour it is "
                "tuned for) and about 450 s on an AVX2-only CPU (one fp32 process: 25 epochs "
                "take 3 h there; --epochs 7 fits the hour, 95.9% with the earlier MSE recipe at "
                "2e-3); row by row 31 to 35 s on the "

@@ -240,6 +240,24 @@ def test_bad_input_under_torchrun_is_printed_once(tmp_path):
     assert "exitcode  : 2" in done.stderr and not (tmp_path / "r").exists()
 
 
+def test_a_secondary_rank_waits_silently_before_it_exits_on_bad_input(monkeypatch, capsys):
+    """Rank 1 must not exit at once: torchrun would stop rank 0 before it printed."""
+    from lstm_ae.cli import flags
+    for name, value in dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2").items():
+        monkeypatch.setenv(name, value)
+    slept = []
+    monkeypatch.setattr(flags.time, "sleep", slept.append)
+    with pytest.raises(SystemExit) as stop:
+        flags.fail(lstm_ae_toy.build_parser(), "--length must be at least 35")
+    assert stop.value.code == 2 and slept == [flags.SECONDARY_RANK_GRACE_S]
+    assert flags.SECONDARY_RANK_GRACE_S >= 5 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit):
+        flags.fail(lstm_ae_toy.build_parser(), "--length must be at least 35")
+    assert slept == [flags.SECONDARY_RANK_GRACE_S]       # rank 0 prints at once
+    assert capsys.readouterr().err.count("error: --length must be at least 35") == 1
+
+
 def test_ranks_that_refuse_between_two_looks_are_still_seen_as_failed(tmp_path):
     """Both ranks refuse and exit while the parent looks: exit codes read None, then 2.
     The parent must name the failure, not take the run for finished without a result."""

@@ -9,6 +9,7 @@ import argparse
 import difflib
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -192,10 +193,19 @@ def _add_run_flags(group, recipe: Recipe, experiment: str) -> None:
 GRID_AXES = ("hidden_size", "num_layers", "lr", "batch_size", "clip")
 
 
+# How long a rank other than 0 waits before it exits on bad input: torchrun stops
+# every rank as soon as one exits, so a rank that left at once could stop rank 0
+# before it printed the line. torchrun ends the wait when rank 0 exits.
+SECONDARY_RANK_GRACE_S = 10.0
+
+
 def fail(parser: argparse.ArgumentParser, message: str) -> None:
     """Print ``PROG: error: message`` as one line and exit with status 2; under
-    torchrun only rank 0 prints it (every rank meets the same bad input)."""
-    if not a_secondary_rank():
+    torchrun only rank 0 prints it (every rank meets the same bad input), and the
+    other ranks leave after rank 0 has had time to print it."""
+    if a_secondary_rank():
+        time.sleep(SECONDARY_RANK_GRACE_S)
+    else:
         print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 
