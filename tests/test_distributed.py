@@ -16,6 +16,7 @@ import lstm_ae_snp500
 import lstm_ae_toy
 from conftest import REPO_ROOT, clean_env, is_png, no_temp_files, write_mnist, write_prices_csv
 from lstm_ae.errors import UserError
+from lstm_ae.reporting import provenance
 from models import LSTMAutoencoder
 from lstm_ae.engine.training import fit, to_device
 from lstm_ae.engine.checkpoints import load_checkpoint
@@ -184,17 +185,33 @@ def test_scripts_under_two_processes_match_one(name, how, tmp_path, one_process_
         assert len(rows) == 3
 
 
-def test_ranks_of_main_called_from_python_record_the_scripts_command(tmp_path):
+def test_ranks_of_main_called_from_python_record_the_scripts_command(tmp_path, monkeypatch):
     """main(argv) from Python under --procs 2: rank 0 writes results.json in a spawned
     process whose sys.argv is the caller's (here pytest's), not the script's."""
+    monkeypatch.delenv(provenance.COMMAND_VARIABLE, raising=False)   # restored afterwards
     argv = ["--quick", "--procs", "2", "--threads", "1", "--quiet",
             "--figures-dir", str(tmp_path / "f"), "--run-dir", str(tmp_path / "r")]
     lstm_ae_toy.main(argv)
-    provenance = json.loads((tmp_path / "r" / "results.json").read_text())["provenance"]
-    assert provenance["argv"] == argv
-    assert provenance["command"].startswith("python lstm_ae_toy.py --quick --procs 2")
-    assert provenance["layout"]["processes"] == 2
-    assert provenance["wall_clock_s"] > 1.0     # counted from the parent's start
+    recorded = json.loads((tmp_path / "r" / "results.json").read_text())["provenance"]
+    assert recorded["argv"] == argv
+    assert recorded["command"].startswith("python lstm_ae_toy.py --quick --procs 2")
+    assert recorded["layout"]["processes"] == 2
+
+
+def test_only_a_child_of_the_noting_process_inherits_its_command(monkeypatch):
+    """A rank takes the parent's command and start; a stale value (another parent) is ignored."""
+    monkeypatch.setattr(provenance, "_command", {"prog": None, "argv": None,
+                                                  "started": time.monotonic()})
+    noted = dict(prog="lstm_ae_toy.py", argv=["--quick"], started=time.monotonic() - 100)
+    monkeypatch.setenv(provenance.COMMAND_VARIABLE, json.dumps(dict(noted, pid=os.getppid())))
+    inherited = provenance.run_provenance()
+    assert inherited["command"] == "python lstm_ae_toy.py --quick"
+    assert inherited["wall_clock_s"] >= 100        # counted from the parent's start
+    monkeypatch.setattr(provenance, "_command", {"prog": None, "argv": None,
+                                                  "started": time.monotonic()})
+    monkeypatch.setenv(provenance.COMMAND_VARIABLE, json.dumps(dict(noted, pid=os.getpid())))
+    stale = provenance.run_provenance()
+    assert stale["argv"] == sys.argv[1:] and stale["wall_clock_s"] < 100
 
 
 def test_bad_input_under_two_processes_is_one_line(tmp_path):

@@ -260,7 +260,8 @@ def test_pixel_defaults_differ_from_row_defaults_as_documented():
                        "on for row, off for pixel"):
         assert documented in " ".join(text.split()), documented
     # What an epoch costs on each kind of CPU measured, and the row alternative for the slower one.
-    for measured in ("31 to 35 s on the AVX-512 BF16 CPU", "123 to 140 s on a CPU with AVX-512 BF16",
+    for measured in ("31 to 35 s on the AVX-512 BF16 CPU",
+                     "123 to 140 s on a CPU with AVX-512 BF16",
                      "about 84 s on a slower AVX2-only CPU", "--epochs 12 takes 17 min", "about 450 s on an AVX2-only CPU", "--epochs 7 fits the hour"):
         assert measured in " ".join(text.split()), measured
 

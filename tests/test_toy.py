@@ -137,6 +137,7 @@ def test_importing_the_script_runs_nothing():
 def test_toy_defaults_are_the_documented_recipe():
     settings = script_settings(lstm_ae_toy, [])
     assert settings.lr_schedule == "onecycle"      # cosine ended on a plateau (docs/toy.md)
-    assert (settings.hidden_size, settings.lr, settings.batch_size) == ([32, 48], [1e-2, 1.5e-2], [32, 64])
+    assert (settings.hidden_size, settings.lr, settings.batch_size) == (
+        [32, 48], [1e-2, 1.5e-2], [32, 64])
     assert (settings.epochs, settings.grid_epochs, settings.clip) == (150, 3, [0.05, None])
     assert script_settings(lstm_ae_toy, ["--lr-schedule", "cosine"]).lr_schedule == "cosine"

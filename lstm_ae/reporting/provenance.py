@@ -39,8 +39,10 @@ NEUTRAL_FLAGS = ("--resume", "--overwrite", "--quiet")
 _command: dict = {"prog": None, "argv": None, "started": time.monotonic()}
 
 
-# The noted command, as JSON, for processes this one starts (a spawned rank
-# imports this module afresh). time.monotonic is one clock for the whole machine.
+# The noted command, as JSON, for the processes this one starts (a spawned rank
+# imports this module afresh); only a direct child of the process that noted it takes
+# it, so a value left in a notebook's environment reaches no other run.
+# time.monotonic is one clock for the whole machine.
 COMMAND_VARIABLE = "LSTM_AE_COMMAND"
 
 
@@ -48,8 +50,8 @@ def note_command(prog: str, argv: Optional[Sequence[str]]) -> None:
     """Remember the script and its arguments (``None``: sys.argv[1:]), and start the clock."""
     _command.update(prog=prog, argv=list(sys.argv[1:] if argv is None else argv),
                     started=time.monotonic())
-    os.environ[COMMAND_VARIABLE] = json.dumps({key: _command[key]
-                                               for key in ("prog", "argv", "started")})
+    noted = {key: _command[key] for key in ("prog", "argv", "started")}
+    os.environ[COMMAND_VARIABLE] = json.dumps(dict(noted, pid=os.getpid()))
 
 
 def _inherit_command() -> None:
@@ -58,6 +60,8 @@ def _inherit_command() -> None:
         return
     try:
         noted = json.loads(os.environ[COMMAND_VARIABLE])
+        if noted["pid"] != os.getppid():
+            return
         _command.update(prog=str(noted["prog"]), argv=[str(a) for a in noted["argv"]],
                         started=float(noted["started"]))
     except (ValueError, KeyError, TypeError):
@@ -116,8 +120,8 @@ def run_provenance() -> dict:
     command (shell text), argv (list), code_version (of this script's code),
     machine, torch and python
     versions, date (UTC, when the results were written) and wall_clock_s
-    (seconds since the script parsed its flags; for a run continued with
-    --resume, the last process only)."""
+    (seconds since the script parsed its flags, in the ranks of --procs too;
+    for a run continued with --resume, the last process only)."""
     import torch
     _inherit_command()
     prog = _command["prog"] or Path(sys.argv[0]).name
